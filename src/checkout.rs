@@ -1,0 +1,472 @@
+//! Restoring snapshots: plan against what is on disk, then write byte-exact files.
+//!
+//! Files are materialised by mirror itself, not by git's checkout machinery, so no
+//! `.gitattributes` filter, eol conversion or user git configuration can alter content, and
+//! legitimate Linux names (`git~1`, names with newlines or invalid UTF-8) restore as they
+//! were. Every name read from the shadow repository is validated (no `..`, `/`, `.git`) and
+//! no write ever goes through a symlink, so even a hostile shadow cannot write outside a tier.
+//!
+//! In place, the current state is first recorded as a `pre-checkout` snapshot, so a checkout
+//! can always be undone.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use gix::bstr::{BString, ByteSlice};
+use gix::ObjectId;
+
+use crate::config::Tier;
+use crate::error::Error;
+use crate::history;
+use crate::listing::{self, Listing, Mode};
+use crate::meta::{self, Mtimes};
+use crate::progress::Progress;
+use crate::project::Project;
+use crate::snapshot::{self, EmptyPolicy, TierReport};
+use crate::store::Shadow;
+use crate::walk::TEMP_PREFIX;
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    Latest,
+    Rev(String),
+    /// Seconds since the epoch.
+    At(i64),
+}
+
+pub struct Request {
+    pub target: Target,
+    pub tiers: Vec<String>,
+    /// Write into this directory instead of the tiers.
+    pub to: Option<PathBuf>,
+    /// Restrict to these paths (relative to the project root).
+    pub paths: Vec<PathBuf>,
+    /// Proceed even if the pre-checkout snapshot could not read some files.
+    pub force: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct TierRestore {
+    pub tier: String,
+    #[serde(serialize_with = "ser_oid")]
+    pub commit: ObjectId,
+    pub written: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    /// Paths that could not be restored, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+fn ser_oid<S: serde::Serializer>(id: &ObjectId, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&id.to_string())
+}
+
+pub struct Report {
+    pub restored: Vec<TierRestore>,
+    /// The pre-checkout snapshots (empty with `--to`).
+    pub pre: Vec<TierReport>,
+    /// Tiers left alone: (tier, why).
+    pub skipped: Vec<(String, String)>,
+    /// mirror.yaml was missing and was written back from the shadow repository.
+    pub config_restored: bool,
+}
+
+struct Selection {
+    tier: Tier,
+    commit: ObjectId,
+    /// Paths inside the tier; empty means the whole tier.
+    scopes: Vec<BString>,
+}
+
+pub fn checkout(project: &Project, shadow: &Shadow, request: &Request, progress: &dyn Progress) -> Result<Report> {
+    let mut skipped = Vec::new();
+    let mut selections = select(project, shadow, request, &mut skipped)?;
+    apply_paths(project, request, &mut selections)?;
+
+    // Resolve everything before touching anything: the pre-checkout snapshot below becomes the
+    // new tip, and `latest` must mean the state before it.
+    let mut targets = Vec::new();
+    for sel in &selections {
+        let tree = shadow.repo.find_commit(sel.commit)?.tree_id()?.detach();
+        let listing = listing::read_tree(shadow, tree)
+            .with_context(|| format!("tier '{}', snapshot {}", sel.tier.name, sel.commit))?;
+        let mtimes = meta::read_note(shadow, sel.commit)?.unwrap_or_default();
+        targets.push((listing, mtimes));
+    }
+
+    let mut report = Report { restored: Vec::new(), pre: Vec::new(), skipped, config_restored: false };
+    let dest_base = match &request.to {
+        Some(dir) => {
+            prepare_empty_dir(dir, project)?;
+            dir.canonicalize()?
+        }
+        None => {
+            let options = snapshot::Options {
+                tiers: selections.iter().map(|s| s.tier.name.clone()).collect(),
+                message: Some("state before checkout".into()),
+                trigger: "pre-checkout".into(),
+                empty: EmptyPolicy::Skip,
+            };
+            for (tier, result) in snapshot::snapshot(project, shadow, &options, progress)? {
+                let pre = result.with_context(|| {
+                    format!("could not record tier '{tier}' before the checkout; nothing was changed")
+                })?;
+                if !pre.unreadable.is_empty() && !request.force {
+                    let list: Vec<String> = pre.unreadable.iter().map(|n| format!("{}: {}", n.path, n.reason)).collect();
+                    bail!(
+                        "tier '{tier}': {} files could not be read before the checkout, so they could not be saved; nothing was changed — fix them, or pass --force to overwrite them anyway:\n  {}",
+                        list.len(),
+                        list.join("\n  ")
+                    );
+                }
+                report.pre.push(pre);
+            }
+            if project.config_from_shadow && !project.config_path().exists() {
+                if let Some((_, bytes)) = crate::project::recorded_config(shadow)? {
+                    crate::store::write_atomically(&project.config_path(), &bytes)?;
+                    report.config_restored = true;
+                }
+            }
+            project.root.clone()
+        }
+    };
+
+    for (sel, (target, target_mtimes)) in selections.iter().zip(&targets) {
+        let dest = if sel.tier.path == "." { dest_base.clone() } else { dest_base.join(&sel.tier.path) };
+        let (current, current_mtimes) = match report.pre.iter().find(|p| p.tier == sel.tier.name) {
+            Some(pre) => (pre.listing.clone(), pre.mtimes.clone()),
+            None => Default::default(),
+        };
+        let mut restore = TierRestore {
+            tier: sel.tier.name.clone(),
+            commit: sel.commit,
+            written: 0,
+            deleted: 0,
+            unchanged: 0,
+            failed: Vec::new(),
+        };
+        let plan = Plan { shadow, dest: &dest, target, target_mtimes, current: &current, current_mtimes: &current_mtimes, scopes: &sel.scopes };
+        plan.run(&mut restore, progress)
+            .with_context(|| format!("tier '{}': restoring into {}", sel.tier.name, dest.display()))?;
+        report.restored.push(restore);
+    }
+    Ok(report)
+}
+
+fn select(project: &Project, shadow: &Shadow, request: &Request, skipped: &mut Vec<(String, String)>) -> Result<Vec<Selection>> {
+    let tiers = project.config.select_tiers(&request.tiers)?;
+    let explicit = !request.tiers.is_empty();
+    let mut out = Vec::new();
+    match &request.target {
+        Target::Rev(rev) if rev != "latest" => {
+            let (tier_name, commit) = history::resolve_rev(shadow, &project.config, rev)?;
+            if explicit && !request.tiers.contains(&tier_name) {
+                return Err(Error::Usage(format!(
+                    "revision '{rev}' is a snapshot of tier '{tier_name}', not of {}",
+                    request.tiers.join(", ")
+                ))
+                .into());
+            }
+            let tier = project.config.select_tiers(std::slice::from_ref(&tier_name))?.remove(0);
+            out.push(Selection { tier, commit, scopes: Vec::new() });
+        }
+        target => {
+            for tier in tiers {
+                let found = match target {
+                    Target::At(t) => history::at_time(shadow, &tier.name, *t)?,
+                    _ => shadow.tier_tip(&tier.name)?,
+                };
+                match found {
+                    Some(commit) => out.push(Selection { tier, commit, scopes: Vec::new() }),
+                    None if explicit => bail!("tier '{}' has no snapshot {} — see `mirror log`", tier.name, describe(target)),
+                    None => skipped.push((tier.name.clone(), format!("no snapshot {}", describe(target)))),
+                }
+            }
+            if out.is_empty() {
+                bail!("no snapshot {} in any tier — run `mirror snapshot` first, or see `mirror log`", describe(target));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn describe(target: &Target) -> String {
+    match target {
+        Target::At(t) => format!("at or before {}", history::format_local(*t)),
+        _ => "yet".into(),
+    }
+}
+
+/// Turn `-- PATH...` into per-tier scopes, dropping tiers no path falls into.
+fn apply_paths(project: &Project, request: &Request, selections: &mut Vec<Selection>) -> Result<()> {
+    if request.paths.is_empty() {
+        return Ok(());
+    }
+    for path in &request.paths {
+        let rel = relative_to_root(project, path)?;
+        let (tier, inside) = project
+            .tier_of(&rel)
+            .with_context(|| format!("{} is not inside any tier", path.display()))?;
+        let sel = selections
+            .iter_mut()
+            .find(|s| s.tier.name == tier.name)
+            .with_context(|| format!("{} belongs to tier '{}', which this checkout does not restore", path.display(), tier.name))?;
+        let scope = BString::from(inside.as_os_str().as_bytes());
+        if scope.is_empty() {
+            sel.scopes.clear();
+            sel.scopes.push(BString::default());
+        } else {
+            sel.scopes.push(scope);
+        }
+    }
+    selections.retain(|s| !s.scopes.is_empty());
+    for s in selections.iter_mut() {
+        if s.scopes.iter().any(|p| p.is_empty()) {
+            s.scopes.clear();
+        }
+    }
+    Ok(())
+}
+
+fn relative_to_root(project: &Project, path: &Path) -> Result<PathBuf> {
+    let joined = if path.is_absolute() { path.to_owned() } else { project.root.join(path) };
+    let mut parts: Vec<&OsStr> = Vec::new();
+    for c in joined.strip_prefix(&project.root).map_err(|_| anyhow::anyhow!("{} is outside the project {}", path.display(), project.root.display()))?.components() {
+        match c {
+            std::path::Component::Normal(n) => parts.push(n),
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if parts.pop().is_none() {
+                    bail!("{} is outside the project {}", path.display(), project.root.display());
+                }
+            }
+            _ => bail!("{} is not a usable path", path.display()),
+        }
+    }
+    Ok(parts.iter().collect())
+}
+
+fn prepare_empty_dir(dir: &Path, project: &Project) -> Result<()> {
+    if dir.exists() {
+        if std::fs::read_dir(dir).with_context(|| format!("could not read {}", dir.display()))?.next().is_some() {
+            bail!("--to {}: directory is not empty; choose an empty or new directory so nothing in it is overwritten", dir.display());
+        }
+    } else {
+        std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+    }
+    let canon = dir.canonicalize()?;
+    for tier in &project.config.tiers {
+        let root = project.tier_root(tier);
+        if canon.starts_with(&root) {
+            bail!("--to {}: inside tier '{}'; the restored copy would be recorded as part of it — choose a directory outside the tiers", dir.display(), tier.name);
+        }
+    }
+    Ok(())
+}
+
+struct Plan<'a> {
+    shadow: &'a Shadow,
+    dest: &'a Path,
+    target: &'a Listing,
+    target_mtimes: &'a Mtimes,
+    current: &'a Listing,
+    current_mtimes: &'a Mtimes,
+    scopes: &'a [BString],
+}
+
+fn kind(mode: Mode) -> u8 {
+    match mode {
+        Mode::File | Mode::Exec => 0,
+        Mode::Link => 1,
+        Mode::EmptyDir => 2,
+    }
+}
+
+impl Plan<'_> {
+    fn in_scope(&self, path: &[u8]) -> bool {
+        self.scopes.is_empty() || self.scopes.iter().any(|s| listing::in_scope(path, s))
+    }
+
+    fn abs(&self, rel: &[u8]) -> PathBuf {
+        self.dest.join(OsStr::from_bytes(rel))
+    }
+
+    fn run(&self, out: &mut TierRestore, progress: &dyn Progress) -> Result<()> {
+        // Validate every target name before changing anything.
+        for path in self.target.keys().filter(|p| self.in_scope(p)) {
+            for component in path.split_str("/") {
+                listing::check_component(component.as_bstr(), path.as_bstr())?;
+            }
+        }
+        let dest_md = self.dest.symlink_metadata();
+        if dest_md.as_ref().is_ok_and(|m| m.file_type().is_symlink() || !m.is_dir()) {
+            bail!("{} is not a directory (or is a symlink); refusing to restore through it", self.dest.display());
+        }
+        std::fs::create_dir_all(self.dest).with_context(|| format!("could not create {}", self.dest.display()))?;
+
+        // 1. Remove what the target does not have (or has as another kind of entry).
+        let mut emptied: BTreeSet<BString> = BTreeSet::new();
+        for (path, item) in self.current.iter().filter(|(p, _)| self.in_scope(p)) {
+            let keep = self.target.get(path).is_some_and(|t| kind(t.mode) == kind(item.mode));
+            if keep {
+                continue;
+            }
+            let abs = self.abs(path);
+            let result = if item.mode == Mode::EmptyDir {
+                std::fs::remove_dir(&abs)
+            } else {
+                std::fs::remove_file(&abs)
+            };
+            match result {
+                Ok(()) => {
+                    if item.mode.is_file() {
+                        out.deleted += 1;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => out.failed.push((path.to_string(), format!("could not remove: {e}"))),
+            }
+            let mut p = path.as_slice();
+            while let Some(slash) = p.rfind_byte(b'/') {
+                p = &p[..slash];
+                emptied.insert(p.into());
+            }
+        }
+        // Directories left empty by the removals go too, unless the target needs them;
+        // deepest first, and only if really empty (excluded or nested-tier files stay).
+        let needed: BTreeSet<&[u8]> = self
+            .target
+            .keys()
+            .flat_map(|p| {
+                let mut v = Vec::new();
+                let mut s = p.as_slice();
+                while let Some(slash) = s.rfind_byte(b'/') {
+                    s = &s[..slash];
+                    v.push(s);
+                }
+                v
+            })
+            .collect();
+        for dir in emptied.iter().rev() {
+            if needed.contains(dir.as_slice()) || self.target.contains_key(dir) {
+                continue;
+            }
+            let _ = std::fs::remove_dir(self.abs(dir));
+        }
+
+        // 2. Write what differs.
+        let todo: Vec<(&BString, &listing::Item)> = self.target.iter().filter(|(p, _)| self.in_scope(p)).collect();
+        progress.begin("restoring", todo.len() as u64);
+        for (path, item) in todo {
+            progress.advance(1);
+            let same = self.current.get(path) == Some(item);
+            let mtime = self.target_mtimes.get(path).copied();
+            if same {
+                out.unchanged += item.mode.is_file() as u64;
+                if item.mode.is_file() && mtime.is_some() && mtime != self.current_mtimes.get(path).copied() {
+                    if let Err(e) = set_mtime(&self.abs(path), item.mode, mtime) {
+                        out.failed.push((path.to_string(), e.to_string()));
+                    }
+                }
+                continue;
+            }
+            match self.write_entry(path, item.mode, &item.oid, mtime) {
+                Ok(()) => out.written += item.mode.is_file() as u64,
+                Err(e) => out.failed.push((path.to_string(), format!("{e:#}"))),
+            }
+        }
+        progress.end();
+        Ok(())
+    }
+
+    /// Create the parent directories of `rel`, refusing to go through anything but real
+    /// directories (a symlink planted where a directory should be is never followed).
+    fn ensure_parents(&self, rel: &[u8]) -> Result<PathBuf> {
+        let mut dir = self.dest.to_owned();
+        let parts: Vec<&[u8]> = rel.split_str("/").collect();
+        for part in &parts[..parts.len() - 1] {
+            dir.push(OsStr::from_bytes(part));
+            match dir.symlink_metadata() {
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => bail!("{} is in the way (not a directory); leaving it alone", dir.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir(&dir).with_context(|| format!("could not create {}", dir.display()))?
+                }
+                Err(e) => return Err(e).with_context(|| format!("could not stat {}", dir.display())),
+            }
+        }
+        Ok(dir)
+    }
+
+    fn write_entry(&self, rel: &[u8], mode: Mode, oid: &ObjectId, mtime: Option<i64>) -> Result<()> {
+        let parent = self.ensure_parents(rel)?;
+        let final_path = self.abs(rel);
+        if mode == Mode::EmptyDir {
+            match final_path.symlink_metadata() {
+                Ok(md) if md.is_dir() => return Ok(()),
+                Ok(_) => bail!("{} is in the way (not a directory)", final_path.display()),
+                Err(_) => {
+                    std::fs::create_dir(&final_path).with_context(|| format!("could not create {}", final_path.display()))?;
+                    return Ok(());
+                }
+            }
+        }
+        if final_path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            bail!("{} is a directory that still has content; leaving it alone", final_path.display());
+        }
+        let tmp = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+        let result = self.write_temp(&tmp, mode, oid).and_then(|()| {
+            set_mtime(&tmp, mode, mtime)?;
+            std::fs::rename(&tmp, &final_path).with_context(|| format!("could not move into place {}", final_path.display()))
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn write_temp(&self, tmp: &Path, mode: Mode, oid: &ObjectId) -> Result<()> {
+        let (size, mut reader) = self.shadow.open_blob(oid)?;
+        if mode == Mode::Link {
+            let mut target = Vec::with_capacity(size as usize);
+            std::io::Read::read_to_end(&mut reader, &mut target)?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(&target), tmp)
+                .with_context(|| format!("could not create symlink {}", tmp.display()))?;
+            return Ok(());
+        }
+        // Created 0600 and only then given its recorded mode, so content being written is
+        // never readable by others.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(tmp)
+            .with_context(|| format!("could not create {}", tmp.display()))?;
+        let copied = std::io::copy(&mut reader, &mut file).with_context(|| format!("could not restore blob {oid}"))?;
+        if copied != size {
+            bail!("blob {oid}: expected {size} bytes, got {copied}");
+        }
+        file.flush()?;
+        let perm = if mode == Mode::Exec { 0o755 } else { 0o644 };
+        file.set_permissions(std::fs::Permissions::from_mode(perm))?;
+        Ok(())
+    }
+}
+
+fn set_mtime(path: &Path, mode: Mode, mtime: Option<i64>) -> Result<()> {
+    let Some(ns) = mtime else { return Ok(()) };
+    let t = filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32);
+    let r = if mode == Mode::Link {
+        filetime::set_symlink_file_times(path, t, t)
+    } else {
+        filetime::set_file_mtime(path, t)
+    };
+    r.with_context(|| format!("could not set the modification time of {}", path.display()))
+}

@@ -1,0 +1,110 @@
+//! `mirror checkout`
+
+use std::path::PathBuf;
+
+use mirror::checkout::{Request, Target};
+use mirror::error::Error;
+use mirror::snapshot::Outcome;
+
+use super::output::short;
+use super::{open_project, Context, Exit};
+
+/// Restore files from a snapshot, byte for byte.
+///
+/// REV is `latest` (each tier's newest snapshot) or a revision naming a tier commit
+/// (`tiers/tier-0~2`, a commit id). Before anything is changed, the current state is recorded
+/// as a `pre-checkout` snapshot and the command to undo the checkout is printed.
+#[derive(clap::Args)]
+pub struct Args {
+    /// `latest` or a revision; omit when using --at.
+    #[arg(required_unless_present = "at")]
+    rev: Option<String>,
+
+    /// For each tier, the newest snapshot at or before this time
+    /// ("2025-06-16 14:00", RFC 3339, or "2 hours ago").
+    #[arg(long, conflicts_with = "rev")]
+    at: Option<String>,
+
+    /// Only this tier (repeatable).
+    #[arg(long = "tier", value_name = "NAME")]
+    tiers: Vec<String>,
+
+    /// Write into DIR (empty or new) instead of the tiers; the tiers are not touched.
+    #[arg(long, value_name = "DIR")]
+    to: Option<PathBuf>,
+
+    /// Overwrite even if the pre-checkout snapshot could not read some files.
+    #[arg(long)]
+    force: bool,
+
+    /// Only these paths (files or directories, relative to the project root).
+    #[arg(last = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
+    let (project, shadow) = open_project(ctx)?;
+    let target = match (&args.rev, &args.at) {
+        (_, Some(at)) => Target::At(mirror::history::parse_time(at, chrono::Local::now()).map_err(Error::Usage)?),
+        (Some(rev), None) if rev == "latest" => Target::Latest,
+        (Some(rev), None) => Target::Rev(rev.clone()),
+        (None, None) => return Err(Error::Usage("give a revision (e.g. `latest`) or --at TIME".into()).into()),
+    };
+    let _lock = mirror::lock::acquire(&shadow.path, "checkout")?;
+    let paths: Vec<PathBuf> = args.paths.iter().map(|p| if p.is_absolute() { p.clone() } else { ctx.cwd.join(p) }).collect();
+    let to = args.to.map(|d| if d.is_absolute() { d } else { ctx.cwd.join(d) });
+    let request = Request { target, tiers: args.tiers, to: to.clone(), paths, force: args.force };
+    let bar = super::progress::Bar::new(ctx.quiet);
+    let report = mirror::checkout::checkout(&project, &shadow, &request, &bar)?;
+
+    let mut exit = Exit::Ok;
+    if report.config_restored {
+        eprintln!("note: restored {} from the shadow repository", project.config_path().display());
+    }
+    for (tier, why) in &report.skipped {
+        eprintln!("note: {tier}: not restored: {why}");
+    }
+    if !ctx.quiet {
+        for pre in &report.pre {
+            if let (Some(id), Outcome::Recorded) = (&pre.commit, &pre.outcome) {
+                println!("recorded current state of {} as {} (pre-checkout)", pre.tier, short(id));
+            }
+        }
+    }
+    for r in &report.restored {
+        if !ctx.quiet {
+            let place = to.as_ref().map(|d| format!(" into {}", d.display())).unwrap_or_default();
+            println!(
+                "restored {}{place} to {}: {} written, {} deleted, {} unchanged",
+                r.tier,
+                short(&r.commit),
+                r.written,
+                r.deleted,
+                r.unchanged
+            );
+        }
+        for (path, why) in &r.failed {
+            eprintln!("error: {}: could not restore {path}: {why}", r.tier);
+            exit = Exit::Partial;
+        }
+    }
+    if to.is_none() {
+        let suffix = if request.paths.is_empty() {
+            String::new()
+        } else {
+            format!(" -- {}", args.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "))
+        };
+        for pre in &report.pre {
+            match (&pre.commit, &pre.outcome) {
+                (Some(id), Outcome::Recorded | Outcome::Unchanged) => {
+                    eprintln!("undo with: mirror checkout {}{suffix}", id.to_hex_with_len(12))
+                }
+                _ => eprintln!(
+                    "note: {}: the tier directory was missing or empty before the checkout; nothing else to undo",
+                    pre.tier
+                ),
+            }
+        }
+    }
+    Ok(exit)
+}

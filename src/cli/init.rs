@@ -1,0 +1,50 @@
+//! `mirror init`
+
+use std::path::PathBuf;
+
+use mirror::error::Error;
+use mirror::init::{InitOptions, InitOutcome};
+
+use super::{Context, Exit};
+
+/// Write mirror.yaml and create the shadow repository.
+///
+/// Tiers are detected (every top-level `tier-*` directory; else the root as tier `root`)
+/// unless given with --tier. The shadow repository goes under $XDG_DATA_HOME/mirror/ unless
+/// --shadow or MIRROR_SHADOW says otherwise. An existing mirror.yaml is left untouched.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A tier as NAME=PATH (repeatable); PATH is relative to the project root.
+    #[arg(long = "tier", value_name = "NAME=PATH")]
+    tiers: Vec<String>,
+
+    /// Where to create the bare shadow repository.
+    #[arg(long, env = "MIRROR_SHADOW", value_name = "PATH")]
+    shadow: Option<PathBuf>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
+    let mut tiers = Vec::new();
+    for spec in &args.tiers {
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("--tier '{spec}': expected NAME=PATH, e.g. --tier tier-0=tier-0")))?;
+        tiers.push((name.to_owned(), path.to_owned()));
+    }
+    match mirror::init::init(&ctx.cwd, &InitOptions { tiers, shadow: args.shadow })? {
+        InitOutcome::Exists { config_path } => {
+            println!("{} already exists; nothing changed", config_path.display());
+        }
+        InitOutcome::Created { config, config_path, shadow } => {
+            if !ctx.quiet {
+                println!("wrote {}", config_path.display());
+                for tier in &config.tiers {
+                    println!("  tier {:<16} {}", tier.name, tier.path);
+                }
+                println!("shadow repository: {}", shadow.display());
+                println!("next: mirror snapshot");
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,127 @@
+//! `mirror snapshot`
+
+use mirror::snapshot::{EmptyPolicy, Options, Outcome};
+
+use super::output::{bytes, json, short};
+use super::{open_project, Context, Exit};
+
+/// Record every tier (or the given ones) as a new commit in the shadow repository.
+///
+/// Exit status 3 when some files could not be read (everything else is recorded), 1 when a
+/// tier failed (the other tiers are still recorded).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this tier (repeatable).
+    #[arg(long = "tier", value_name = "NAME")]
+    tiers: Vec<String>,
+
+    /// A message stored with the snapshot.
+    #[arg(short, long)]
+    message: Option<String>,
+
+    /// What started this snapshot (recorded as the Mirror-Trigger trailer).
+    #[arg(long, default_value = "manual")]
+    trigger: String,
+
+    /// Record a missing or emptied tier directory as "everything deleted".
+    #[arg(long)]
+    allow_empty: bool,
+
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct TierJson {
+    tier: String,
+    outcome: Option<Outcome>,
+    commit: Option<String>,
+    added: u64,
+    modified: u64,
+    deleted: u64,
+    files: u64,
+    bytes: u64,
+    unreadable: Vec<mirror::walk::Notice>,
+    skipped: Vec<mirror::walk::Notice>,
+    mass_delete: bool,
+    error: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
+    let (project, shadow) = open_project(ctx)?;
+    let _lock = mirror::lock::acquire(&shadow.path, "snapshot")?;
+    let options = Options {
+        tiers: args.tiers,
+        message: args.message,
+        trigger: args.trigger,
+        empty: if args.allow_empty { EmptyPolicy::Allow } else { EmptyPolicy::Refuse },
+    };
+    let bar = super::progress::Bar::new(ctx.quiet || args.json);
+    let results = mirror::snapshot::snapshot(&project, &shadow, &options, &bar)?;
+    let mut exit = Exit::Ok;
+    let mut out = Vec::new();
+    for (tier, result) in results {
+        match result {
+            Ok(r) => {
+                for n in &r.skipped {
+                    eprintln!("warning: {tier}: skipped {}: {}", n.path, n.reason);
+                }
+                for n in &r.unreadable {
+                    eprintln!("error: {tier}: could not read {}: {}", n.path, n.reason);
+                }
+                if let Some((deleted, total)) = r.mass_delete {
+                    eprintln!("WARNING: {tier}: this snapshot deletes {deleted} of {total} files (more than half) — if that is a mistake, `mirror checkout latest~1 --tier {tier}`... see `mirror log`");
+                }
+                if !r.unreadable.is_empty() {
+                    exit = exit.worst(Exit::Partial);
+                    eprintln!("warning: {tier}: snapshot is partial: {} paths could not be read (listed above and in the commit message)", r.unreadable.len());
+                }
+                let id = r.commit.as_ref().map(short).unwrap_or_else(|| "-------".into());
+                if !args.json && !ctx.quiet {
+                    match r.outcome {
+                        Outcome::Recorded => println!("{tier:<16} {id}  {}  {} files  {}", r.counts, r.files, bytes(r.bytes)),
+                        Outcome::Unchanged => println!("{tier:<16} {id}  unchanged  {} files  {}", r.files, bytes(r.bytes)),
+                        Outcome::Nothing => println!("{tier:<16} {id}  nothing to record"),
+                    }
+                }
+                out.push(TierJson {
+                    tier,
+                    outcome: Some(r.outcome),
+                    commit: r.commit.map(|c| c.to_string()),
+                    added: r.counts.added,
+                    modified: r.counts.modified,
+                    deleted: r.counts.deleted,
+                    files: r.files,
+                    bytes: r.bytes,
+                    unreadable: r.unreadable,
+                    skipped: r.skipped,
+                    mass_delete: r.mass_delete.is_some(),
+                    error: None,
+                });
+            }
+            Err(err) => {
+                exit = Exit::Error;
+                eprintln!("error: {err:#}");
+                out.push(TierJson {
+                    tier,
+                    outcome: None,
+                    commit: None,
+                    added: 0,
+                    modified: 0,
+                    deleted: 0,
+                    files: 0,
+                    bytes: 0,
+                    unreadable: Vec::new(),
+                    skipped: Vec::new(),
+                    mass_delete: false,
+                    error: Some(format!("{err:#}")),
+                });
+            }
+        }
+    }
+    if args.json {
+        json(&out)?;
+    }
+    Ok(exit)
+}

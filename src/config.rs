@@ -1,0 +1,239 @@
+//! `mirror.yaml`: the project's configuration, its schema and its validation.
+//!
+//! The file is small and read on every command, so it is parsed whole with `serde_norway`
+//! and validated up front: a bad tier name or an escaping tier path is an error before any
+//! work starts, with file, line and column when the YAML itself is wrong.
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The name of the configuration file at the project root.
+pub const CONFIG_FILE: &str = "mirror.yaml";
+
+/// The only schema version this build reads and writes.
+pub const CONFIG_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Schema version; always 1 for now.
+    pub version: u32,
+    /// Where the bare shadow repository lives; relative paths are relative to the project root.
+    pub shadow: PathBuf,
+    /// The directories recorded, each on its own branch `tiers/<name>`.
+    pub tiers: Vec<Tier>,
+    /// Extra gitignore-syntax patterns (relative to the project root) that are never recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub name: String,
+    /// Relative to the project root, `/`-separated; `.` is the root itself.
+    pub path: String,
+}
+
+impl Config {
+    /// Parse and validate `text`, read from `path` (used in error messages only).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
+        let config: Config = serde_norway::from_str(text).map_err(|err| {
+            let (line, column) = err
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            Error::Config {
+                path: path.to_owned(),
+                line,
+                column,
+                message: err.to_string(),
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        Ok(Config::parse(&text, path)?)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        // Serialising plain structs of strings cannot fail; a failure would be a serde bug.
+        let body = serde_norway::to_string(self).expect("Config always serialises");
+        format!(
+            "# mirror configuration — schema: docs/config.md\n{body}"
+        )
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), Error> {
+        let invalid = |message: String| Error::ConfigInvalid {
+            path: path.to_owned(),
+            message,
+        };
+        if self.version != CONFIG_VERSION {
+            return Err(invalid(format!(
+                "version {} is not supported (this mirror reads version {CONFIG_VERSION})",
+                self.version
+            )));
+        }
+        if self.tiers.is_empty() {
+            return Err(invalid("no tiers configured".into()));
+        }
+        let mut seen_names = std::collections::HashSet::new();
+        let mut seen_paths = std::collections::HashSet::new();
+        for tier in &self.tiers {
+            validate_tier_name(&tier.name).map_err(invalid)?;
+            normalize_tier_path(&tier.path).map_err(invalid)?;
+            if !seen_names.insert(tier.name.as_str()) {
+                return Err(invalid(format!("tier name '{}' is used twice", tier.name)));
+            }
+            if !seen_paths.insert(tier.path.as_str()) {
+                return Err(invalid(format!("tier path '{}' is used twice", tier.path)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tier_names(&self) -> Vec<String> {
+        self.tiers.iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// The tiers named in `names`, in configuration order; all tiers when `names` is empty.
+    pub fn select_tiers(&self, names: &[String]) -> Result<Vec<Tier>, Error> {
+        for name in names {
+            if !self.tiers.iter().any(|t| &t.name == name) {
+                return Err(Error::UnknownTier {
+                    name: name.clone(),
+                    valid: self.tier_names(),
+                });
+            }
+        }
+        Ok(self
+            .tiers
+            .iter()
+            .filter(|t| names.is_empty() || names.contains(&t.name))
+            .cloned()
+            .collect())
+    }
+}
+
+/// A tier name becomes the ref `refs/heads/tiers/<name>`, so it must be one valid ref component.
+pub fn validate_tier_name(name: &str) -> Result<(), String> {
+    let bad = name.is_empty()
+        || name.contains('/')
+        || gix::validate::reference::name_partial(format!("tiers/{name}").as_str().into()).is_err();
+    if bad {
+        return Err(format!(
+            "tier name '{name}' is not a valid git ref component (no '/', spaces, '..', '~', '^', ':', '?', '*', '[', '\\', and not ending in '.lock')"
+        ));
+    }
+    Ok(())
+}
+
+/// Normalise a tier path to a relative, `/`-separated path without `.` or `..` components
+/// (the root itself is `.`), refusing anything that would leave the project root.
+pub fn normalize_tier_path(path: &str) -> Result<String, String> {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return Err(format!(
+            "tier path '{path}' is absolute; tier paths are relative to the project root"
+        ));
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for component in p.components() {
+        match component {
+            Component::CurDir => {}
+            Component::Normal(name) => {
+                let name = name
+                    .to_str()
+                    .ok_or_else(|| format!("tier path '{path}' is not valid UTF-8"))?;
+                if name == ".git" {
+                    return Err(format!("tier path '{path}' points into a .git directory"));
+                }
+                parts.push(name.to_owned());
+            }
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return Err(format!(
+                        "tier path '{path}' escapes the project root; tier paths must stay inside it"
+                    ));
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!("tier path '{path}' is not relative"))
+            }
+        }
+    }
+    Ok(if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join("/")
+    })
+}
+
+/// Turn a `--tier` path given on the command line (possibly absolute, if inside `root`) into
+/// a normalised tier path.
+pub fn tier_path_from_arg(root: &Path, arg: &str) -> Result<String, String> {
+    let p = Path::new(arg);
+    if p.is_absolute() {
+        let rel = p.strip_prefix(root).map_err(|_| {
+            format!(
+                "tier path '{arg}' is outside the project root {}",
+                root.display()
+            )
+        })?;
+        let rel = rel
+            .to_str()
+            .ok_or_else(|| format!("tier path '{arg}' is not valid UTF-8"))?;
+        return normalize_tier_path(if rel.is_empty() { "." } else { rel });
+    }
+    normalize_tier_path(arg)
+}
+
+/// Find the project root: the nearest directory at or above `start` holding `mirror.yaml`.
+pub fn find_root(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|dir| dir.join(CONFIG_FILE).is_file())
+        .map(Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_paths_are_normalised_and_escapes_refused() {
+        assert_eq!(normalize_tier_path("./a/b/").unwrap(), "a/b");
+        assert_eq!(normalize_tier_path("a/../b").unwrap(), "b");
+        assert_eq!(normalize_tier_path(".").unwrap(), ".");
+        assert!(normalize_tier_path("../x").is_err());
+        assert!(normalize_tier_path("a/../../x").is_err());
+        assert!(normalize_tier_path("/etc").is_err());
+    }
+
+    #[test]
+    fn tier_names_must_be_ref_components() {
+        assert!(validate_tier_name("tier-0").is_ok());
+        assert!(validate_tier_name("root").is_ok());
+        for bad in ["", "a/b", "a..b", "a b", "x.lock", "a~1", "a:b"] {
+            assert!(validate_tier_name(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn yaml_errors_carry_line_and_column() {
+        let err = Config::parse("version: 1\ntiers: [\n", Path::new("m.yaml")).unwrap_err();
+        match err {
+            Error::Config { line, .. } => assert!(line >= 2, "line {line}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! mirror: keep a whole project — hidden and gitignored files included — under git history
+//! in a bare shadow repository. This crate is the engine; `src/cli` is the thin command layer.
+//! See docs/architecture.md for the data flow and docs/format.md for the on-disk format.
+
+pub mod checkout;
+pub mod config;
+pub mod error;
+pub mod history;
+pub mod host;
+pub mod init;
+pub mod listing;
+pub mod lock;
+pub mod meta;
+pub mod progress;
+pub mod project;
+pub mod registry;
+pub mod snapshot;
+pub mod statcache;
+pub mod status;
+pub mod store;
+pub mod walk;
+
+pub use error::Error;

@@ -1,0 +1,79 @@
+//! One writer at a time per shadow repository.
+//!
+//! An advisory `flock` on `SHADOW/mirror/lock`: the kernel drops it when the holder dies
+//! (even by `kill -9`), so there is never a stale lock to clean up by hand. The holder writes
+//! who it is into the file so that a waiting process can say who is in the way.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::error::Error;
+
+pub struct ShadowLock {
+    // Held for its Drop: closing the file releases the flock.
+    _file: File,
+}
+
+/// How long to wait for another mirror process: `MIRROR_LOCK_TIMEOUT` seconds, default 60.
+fn timeout() -> Duration {
+    std::env::var("MIRROR_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(60))
+}
+
+pub fn acquire(shadow: &Path, operation: &str) -> Result<ShadowLock> {
+    let dir = shadow.join("mirror");
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let path = dir.join("lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("could not open lock file {}", path.display()))?;
+    let started = Instant::now();
+    let limit = timeout();
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if started.elapsed() >= limit {
+                    let mut holder = String::new();
+                    let _ = file.seek(SeekFrom::Start(0));
+                    let _ = file.read_to_string(&mut holder);
+                    return Err(Error::Locked {
+                        shadow: shadow.to_owned(),
+                        holder: if holder.trim().is_empty() {
+                            "another mirror process".into()
+                        } else {
+                            holder.trim().to_owned()
+                        },
+                        waited_secs: limit.as_secs(),
+                    }
+                    .into());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::Error(err)) => {
+                return Err(err).with_context(|| format!("could not lock {}", path.display()))
+            }
+        }
+    }
+    let who = format!(
+        "pid {} on {} running `mirror {operation}` since {}",
+        std::process::id(),
+        crate::host::hostname(),
+        chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
+    );
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(who.as_bytes())?;
+    Ok(ShadowLock { _file: file })
+}

@@ -1,0 +1,516 @@
+//! Recording tiers as commits: scan, store changed files, write trees, commit, move the ref.
+//!
+//! Order matters for crash safety: blobs, trees, the commit and its metadata note are all
+//! written before the tier ref moves (compare-and-swap against the value read at the start),
+//! and the stat cache is saved last. A crash anywhere leaves unreferenced objects at worst.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use gix::bstr::{BString, ByteSlice};
+use gix::ObjectId;
+
+use crate::config::Tier;
+use crate::listing::{self, Counts, Item, Listing, Mode};
+use crate::meta::{self, Mtimes};
+use crate::progress::Progress;
+use crate::project::Project;
+use crate::statcache::{Cache, CacheEntry, Stat};
+use crate::store::{hash_file, BlobWrite, Shadow};
+use crate::walk::{self, Kind, Notice};
+
+/// What to do when a tier directory is missing or has become empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyPolicy {
+    /// Refuse: it is more likely an unmounted disk or a typo than a real deletion.
+    Refuse,
+    /// `--allow-empty`: record the empty state.
+    Allow,
+    /// Before a checkout: there is nothing on disk to protect, so record nothing.
+    Skip,
+}
+
+pub struct Options {
+    pub tiers: Vec<String>,
+    pub message: Option<String>,
+    pub trigger: String,
+    pub empty: EmptyPolicy,
+}
+
+/// The result of scanning a tier's directory against its previous state.
+pub struct Scan {
+    pub listing: Listing,
+    pub mtimes: Mtimes,
+    pub stats: Vec<(BString, Stat)>,
+    pub files: u64,
+    pub bytes: u64,
+    pub unreadable: Vec<Notice>,
+    pub skipped: Vec<Notice>,
+    pub scan_start_ns: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Recorded,
+    Unchanged,
+    /// Nothing recorded (missing or empty tier under [`EmptyPolicy::Skip`]).
+    Nothing,
+}
+
+pub struct TierReport {
+    pub tier: String,
+    pub outcome: Outcome,
+    /// The tier's commit after this operation (new, or the unchanged tip).
+    pub commit: Option<ObjectId>,
+    pub counts: Counts,
+    pub files: u64,
+    pub bytes: u64,
+    pub unreadable: Vec<Notice>,
+    pub skipped: Vec<Notice>,
+    /// (deleted, previous file count) when more than half of the tier's files were deleted.
+    pub mass_delete: Option<(u64, u64)>,
+    /// What is on disk now (as scanned), for checkout to plan against.
+    pub listing: Listing,
+    pub mtimes: Mtimes,
+}
+
+/// The previous state of a tier: its tip and what it recorded.
+pub struct Previous {
+    pub tip: Option<ObjectId>,
+    pub listing: Listing,
+    pub mtimes: Mtimes,
+    pub cache: Option<Cache>,
+}
+
+pub fn cache_path(shadow: &Shadow, tier: &str) -> std::path::PathBuf {
+    shadow.mirror_dir().join("cache").join(tier)
+}
+
+/// Load the tier's tip and listing, from the stat cache when it matches the tip.
+pub fn previous(shadow: &Shadow, tier: &str) -> Result<Previous> {
+    let tip = shadow.tier_tip(tier)?;
+    // A corrupt cache only costs re-reading files, so it is dropped rather than fatal.
+    let cache = Cache::load(&cache_path(shadow, tier))
+        .ok()
+        .flatten()
+        .filter(|c| c.commit.is_some_and(|id| shadow.repo.has_object(id)));
+    let (listing, mtimes) = match (tip, &cache) {
+        (Some(tip), Some(c)) if c.commit == Some(tip) => (c.listing(), c.mtimes()),
+        (Some(tip), _) => {
+            let tree = shadow.repo.find_commit(tip)?.tree_id()?.detach();
+            (
+                listing::read_tree(shadow, tree)?,
+                meta::read_note(shadow, tip)?.unwrap_or_default(),
+            )
+        }
+        (None, _) => Default::default(),
+    };
+    Ok(Previous { tip, listing, mtimes, cache })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// Write new blobs into the shadow repository (snapshot).
+    Write,
+    /// Only compute blob ids (status, diff): the shadow repository is not modified.
+    HashOnly,
+}
+
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+/// Scan a tier directory; `None` when the directory does not exist.
+pub fn scan(
+    project: &Project,
+    shadow: &Shadow,
+    tier: &Tier,
+    prev: &Previous,
+    store: Store,
+    progress: &dyn Progress,
+) -> Result<Option<Scan>> {
+    let scan_start_ns = now_ns();
+    let root = project.tier_root(tier);
+    match root.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("tier '{}': could not stat {}", tier.name, root.display())),
+        Ok(md) if md.file_type().is_symlink() => bail!(
+            "tier '{}': {} is a symlink; tier directories must be real directories",
+            tier.name,
+            root.display()
+        ),
+        Ok(md) if !md.is_dir() => bail!("tier '{}': {} is not a directory", tier.name, root.display()),
+        Ok(_) => {}
+    }
+    let filters = project.filters(tier)?;
+    let walked = walk::walk(&root, &filters)
+        .with_context(|| format!("tier '{}': could not walk {}", tier.name, root.display()))?;
+
+    let mut out = Scan {
+        listing: Listing::new(),
+        mtimes: Mtimes::new(),
+        stats: Vec::with_capacity(walked.files.len()),
+        files: 0,
+        bytes: 0,
+        unreadable: Vec::new(),
+        skipped: walked.skipped,
+        scan_start_ns,
+    };
+    let mut unreadable: Vec<(BString, String)> = walked.unreadable;
+    progress.begin(&format!("{}: reading", tier.name), walked.files.len() as u64);
+    for entry in &walked.files {
+        progress.advance(1);
+        let cached = prev.cache.as_ref().and_then(|c| c.lookup(&entry.rel, &entry.stat));
+        let (item, stat) = match cached {
+            Some(item) => (item, entry.stat),
+            None => match read_entry(shadow, entry, store)? {
+                Ok(found) => found,
+                Err(problem) => {
+                    unreadable.push((entry.rel.clone(), problem));
+                    continue;
+                }
+            },
+        };
+        out.files += 1;
+        out.bytes += stat.size;
+        out.listing.insert(entry.rel.clone(), item);
+        out.mtimes.insert(entry.rel.clone(), stat.mtime_ns);
+        out.stats.push((entry.rel.clone(), stat));
+    }
+    progress.end();
+
+    // Unreadable paths keep their previously recorded version: a permission problem must not
+    // look like a deletion in the history.
+    for (path, _) in &unreadable {
+        for (p, item) in prev.listing.range(path.clone()..) {
+            // Everything below `path` starts with its bytes, so that range is contiguous.
+            if !p.starts_with(path) {
+                break;
+            }
+            if listing::in_scope(p, path) {
+                out.listing.insert(p.clone(), *item);
+                if let Some(m) = prev.mtimes.get(p) {
+                    out.mtimes.insert(p.clone(), *m);
+                }
+            }
+        }
+    }
+
+    // Empty directories: entered, but with nothing recorded below them.
+    let mut occupied: HashSet<&[u8]> = HashSet::new();
+    let mark_ancestors = |path: &[u8], set: &mut HashSet<Vec<u8>>| {
+        let mut p = path;
+        while let Some(slash) = p.rfind_byte(b'/') {
+            p = &p[..slash];
+            if !set.insert(p.to_vec()) {
+                break;
+            }
+        }
+    };
+    let mut busy: HashSet<Vec<u8>> = HashSet::new();
+    for path in out.listing.keys() {
+        mark_ancestors(path, &mut busy);
+    }
+    for (path, _) in &unreadable {
+        busy.insert(path.to_vec());
+        mark_ancestors(path, &mut busy);
+    }
+    let candidates: BTreeSet<&BString> = walked
+        .dirs
+        .iter()
+        .filter(|d| !busy.contains(d.as_slice()))
+        .collect();
+    for dir in &candidates {
+        let mut p = dir.as_slice();
+        while let Some(slash) = p.rfind_byte(b'/') {
+            p = &p[..slash];
+            occupied.insert(p);
+        }
+    }
+    let empty_tree = ObjectId::empty_tree(gix::hash::Kind::Sha1);
+    for dir in candidates {
+        if !occupied.contains(dir.as_slice()) {
+            out.listing.insert(dir.clone(), Item { mode: Mode::EmptyDir, oid: empty_tree });
+        }
+    }
+
+    out.unreadable = unreadable
+        .into_iter()
+        .map(|(p, reason)| Notice { path: p.to_string(), reason })
+        .collect();
+    Ok(Some(out))
+}
+
+/// Read one file or link and store (or hash) it. The inner `Err` is a read problem to report.
+fn read_entry(shadow: &Shadow, entry: &walk::WalkEntry, store: Store) -> Result<std::result::Result<(Item, Stat), String>> {
+    if entry.kind == Kind::Link {
+        let target = match std::fs::read_link(&entry.abs) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(format!("could not read link: {e}"))),
+        };
+        let bytes = target.as_os_str().as_bytes();
+        let oid = match store {
+            Store::Write => shadow.write_blob(bytes)?,
+            Store::HashOnly => gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, bytes)?,
+        };
+        return Ok(Ok((Item { mode: Mode::Link, oid }, entry.stat)));
+    }
+    // O_NONBLOCK: if the file was replaced by a fifo after the walk, opening must not hang.
+    // O_NOFOLLOW: likewise for a file replaced by a symlink.
+    let file: File = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&entry.abs)
+    {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(format!("could not open: {e}"))),
+    };
+    let md = match file.metadata() {
+        Ok(md) => md,
+        Err(e) => return Ok(Err(format!("could not stat: {e}"))),
+    };
+    if !md.is_file() {
+        return Ok(Err("is no longer a regular file".into()));
+    }
+    let stat = Stat::from_metadata(&md);
+    let mode = if stat.mode & 0o111 != 0 { Mode::Exec } else { Mode::File };
+    let oid = match store {
+        Store::Write => match shadow.write_file_blob(file, stat.size)? {
+            BlobWrite::Written { oid, .. } => oid,
+            BlobWrite::Unreadable(p) => return Ok(Err(p.0)),
+        },
+        Store::HashOnly => match hash_file(file, stat.size)? {
+            Ok(oid) => oid,
+            Err(p) => return Ok(Err(p.0)),
+        },
+    };
+    Ok(Ok((Item { mode, oid }, stat)))
+}
+
+/// The committer and author of every mirror commit. Fixed, so no git identity is needed.
+pub fn signature() -> gix::actor::Signature {
+    let now = chrono::Local::now();
+    gix::actor::Signature {
+        name: "mirror".into(),
+        email: format!("mirror@{}", crate::host::hostname()).into(),
+        time: gix::date::Time {
+            seconds: now.timestamp(),
+            offset: now.offset().local_minus_utc(),
+        },
+    }
+}
+
+/// HEAD of the git repository containing the project root, if any.
+fn source_head(root: &Path) -> Option<String> {
+    let repo = gix::discover(root).ok()?;
+    repo.workdir()?;
+    repo.head_id().ok().map(|id| id.to_string())
+}
+
+/// Snapshot the selected tiers. One result per tier: a failing tier does not stop the others.
+pub fn snapshot(
+    project: &Project,
+    shadow: &Shadow,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<Vec<(String, Result<TierReport>)>> {
+    let tiers = project.config.select_tiers(&options.tiers)?;
+    let sig = signature();
+    let config_blob = match std::fs::read(project.config_path()) {
+        Ok(bytes) => Some(crate::project::record_config(shadow, &bytes, &sig)?),
+        Err(_) => None,
+    };
+    let context = CommitContext {
+        trigger: options.trigger.clone(),
+        message: options.message.clone(),
+        host: crate::host::hostname(),
+        source_head: source_head(&project.root),
+        config_blob,
+        signature: sig,
+    };
+    let mut results = Vec::new();
+    for tier in &tiers {
+        let result = snapshot_tier(project, shadow, tier, options.empty, &context, progress)
+            .with_context(|| format!("tier '{}'", tier.name));
+        results.push((tier.name.clone(), result));
+    }
+    Ok(results)
+}
+
+struct CommitContext {
+    trigger: String,
+    message: Option<String>,
+    host: String,
+    source_head: Option<String>,
+    config_blob: Option<ObjectId>,
+    signature: gix::actor::Signature,
+}
+
+fn snapshot_tier(
+    project: &Project,
+    shadow: &Shadow,
+    tier: &Tier,
+    empty: EmptyPolicy,
+    context: &CommitContext,
+    progress: &dyn Progress,
+) -> Result<TierReport> {
+    let prev = previous(shadow, &tier.name)?;
+    let prev_files = prev.listing.values().filter(|i| i.mode.is_file()).count() as u64;
+    let nothing = |commit| TierReport {
+        tier: tier.name.clone(),
+        outcome: Outcome::Nothing,
+        commit,
+        counts: Counts::default(),
+        files: 0,
+        bytes: 0,
+        unreadable: Vec::new(),
+        skipped: Vec::new(),
+        mass_delete: None,
+        listing: Listing::new(),
+        mtimes: Mtimes::new(),
+    };
+    let scan = match scan(project, shadow, tier, &prev, Store::Write, progress)? {
+        Some(scan) => scan,
+        None => match empty {
+            EmptyPolicy::Skip => return Ok(nothing(prev.tip)),
+            EmptyPolicy::Refuse => bail!(
+                "tier directory {} is missing; not recording it as deleted (an unmounted disk or a typo?) — restore it, fix `path:` in mirror.yaml, or pass --allow-empty to record the deletion",
+                project.tier_root(tier).display()
+            ),
+            EmptyPolicy::Allow => Scan {
+                listing: Listing::new(),
+                mtimes: Mtimes::new(),
+                stats: Vec::new(),
+                files: 0,
+                bytes: 0,
+                unreadable: Vec::new(),
+                skipped: Vec::new(),
+                scan_start_ns: now_ns(),
+            },
+        },
+    };
+    let has_files = scan.listing.values().any(|i| i.mode.is_file());
+    if !has_files && prev_files > 0 {
+        match empty {
+            EmptyPolicy::Skip => return Ok(nothing(prev.tip)),
+            EmptyPolicy::Refuse => bail!(
+                "tier directory {} is empty but its last snapshot had {prev_files} files; not recording that as deleted — pass --allow-empty if the deletion is real",
+                project.tier_root(tier).display()
+            ),
+            EmptyPolicy::Allow => {}
+        }
+    }
+    let counts = listing::count_changes(&prev.listing, &scan.listing);
+    let mass_delete = (prev_files > 0 && counts.deleted * 2 > prev_files).then_some((counts.deleted, prev_files));
+
+    let mut report = TierReport {
+        tier: tier.name.clone(),
+        outcome: Outcome::Unchanged,
+        commit: prev.tip,
+        counts,
+        files: scan.files,
+        bytes: scan.bytes,
+        unreadable: scan.unreadable.clone(),
+        skipped: scan.skipped.clone(),
+        mass_delete,
+        listing: Listing::new(),
+        mtimes: Mtimes::new(),
+    };
+    let same_as_tip = prev.tip.is_some() && scan.listing == prev.listing && scan.mtimes == prev.mtimes;
+    if !same_as_tip {
+        let tree = listing::write_tree(shadow, &scan.listing)?;
+        let meta_blob = shadow.write_blob(&meta::encode(&scan.mtimes))?;
+        let message = commit_message(tier, context, &report);
+        let commit = gix::objs::Commit {
+            tree,
+            parents: prev.tip.into_iter().collect(),
+            author: context.signature.clone(),
+            committer: context.signature.clone(),
+            encoding: None,
+            message: message.into(),
+            extra_headers: Vec::new(),
+        };
+        let id = shadow.repo.write_object(&commit)?.detach();
+        // The note goes first: a crash before the ref moves leaves only a note on a dangling
+        // commit, never a recorded commit without its metadata.
+        meta::write_note(shadow, id, meta_blob, &context.signature)?;
+        shadow.update_ref(
+            &crate::store::tier_ref(&tier.name),
+            id,
+            prev.tip,
+            &format!("mirror snapshot ({})", context.trigger),
+        )?;
+        report.outcome = Outcome::Recorded;
+        report.commit = Some(id);
+    }
+    save_cache(shadow, &tier.name, report.commit, &scan)?;
+    report.listing = scan.listing;
+    report.mtimes = scan.mtimes;
+    Ok(report)
+}
+
+fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan) -> Result<()> {
+    let mut cache = Cache { commit, scan_start_ns: scan.scan_start_ns, entries: Default::default() };
+    let stats: std::collections::HashMap<&BString, &Stat> = scan.stats.iter().map(|(p, s)| (p, s)).collect();
+    for (path, item) in &scan.listing {
+        // Carried-forward and empty-dir entries have no fresh stat: a zero stat never matches
+        // a real file, so they are re-read next time, but they keep the listing complete.
+        let stat = stats.get(path).map(|s| **s).unwrap_or_else(|| Stat {
+            mtime_ns: scan.mtimes.get(path).copied().unwrap_or_default(),
+            ..Stat::default()
+        });
+        cache.entries.insert(path.clone(), CacheEntry { item: *item, stat });
+    }
+    let dir = shadow.mirror_dir().join("cache");
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    cache.save(&cache_path(shadow, tier))
+}
+
+fn commit_message(tier: &Tier, context: &CommitContext, report: &TierReport) -> String {
+    let mut msg = format!("snapshot {}: {}\n", tier.name, report.counts);
+    if let Some(user) = &context.message {
+        msg.push('\n');
+        msg.push_str(user.trim_end());
+        msg.push('\n');
+    }
+    if let Some((deleted, total)) = report.mass_delete {
+        msg.push_str(&format!(
+            "\nWARNING: this snapshot deletes {deleted} of {total} files (more than half).\n"
+        ));
+    }
+    if !report.unreadable.is_empty() {
+        msg.push_str("\nUnreadable (previous version kept where there was one):\n");
+        for n in &report.unreadable {
+            msg.push_str(&format!("  {}: {}\n", n.path.escape_debug(), n.reason));
+        }
+    }
+    if !report.skipped.is_empty() {
+        msg.push_str("\nSkipped:\n");
+        for n in &report.skipped {
+            msg.push_str(&format!("  {}: {}\n", n.path.escape_debug(), n.reason));
+        }
+    }
+    msg.push('\n');
+    msg.push_str(&format!("Mirror-Tier: {}\n", tier.name));
+    msg.push_str(&format!("Mirror-Trigger: {}\n", context.trigger));
+    msg.push_str(&format!("Mirror-Host: {}\n", context.host));
+    msg.push_str(&format!("Mirror-Stats: {}\n", report.counts));
+    msg.push_str(&format!("Mirror-Files: {}\n", report.files));
+    msg.push_str(&format!("Mirror-Bytes: {}\n", report.bytes));
+    if !report.unreadable.is_empty() {
+        msg.push_str(&format!("Mirror-Partial: {}\n", report.unreadable.len()));
+    }
+    if let Some(head) = &context.source_head {
+        msg.push_str(&format!("Mirror-Source-Head: {head}\n"));
+    }
+    if let Some(blob) = &context.config_blob {
+        msg.push_str(&format!("Mirror-Config: {blob}\n"));
+    }
+    msg.push_str(&format!("Mirror-Format: {}\n", crate::store::FORMAT_VERSION));
+    msg
+}

@@ -1,0 +1,414 @@
+//! The shadow repository: a bare git repository outside the work tree.
+//!
+//! Everything mirror keeps lives here (see docs/format.md): tier branches, the metadata notes,
+//! the `mirror.yaml` history, and, under `mirror/`, the lock and the stat caches. Objects are
+//! always written before the refs that make them reachable, and refs move only by
+//! compare-and-swap, so a crash leaves at worst an unreferenced object behind.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use gix::bstr::ByteSlice;
+use gix::objs::Write as _;
+use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+use gix::refs::Target;
+use gix::ObjectId;
+
+use crate::error::Error;
+
+/// Version of the on-disk layout described in docs/format.md.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Files up to this size are read into memory and hashed before writing (which lets
+/// gix skip objects that already exist); larger ones are streamed so memory stays flat.
+const STREAM_THRESHOLD: u64 = 8 * 1024 * 1024;
+
+pub struct Shadow {
+    pub path: PathBuf,
+    pub repo: gix::Repository,
+}
+
+/// A file that could not be read completely; reported, never fatal for the snapshot.
+#[derive(Debug, Clone)]
+pub struct ReadProblem(pub String);
+
+pub enum BlobWrite {
+    Written { oid: ObjectId, size: u64 },
+    Unreadable(ReadProblem),
+}
+
+pub fn tier_ref(tier: &str) -> String {
+    format!("refs/heads/tiers/{tier}")
+}
+
+pub const NOTES_REF: &str = "refs/notes/mirror";
+pub const CONFIG_REF: &str = "refs/mirror/config";
+
+impl Shadow {
+    /// Create a new bare shadow repository at `path` that belongs to project `root`.
+    pub fn create(path: &Path, root: &Path, first_tier: &str) -> Result<Shadow> {
+        if path.exists() && std::fs::read_dir(path)?.next().is_some() {
+            bail!(
+                "{} already exists and is not empty; choose another --shadow path",
+                path.display()
+            );
+        }
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("could not create shadow directory {}", path.display()))?;
+        gix::init_bare(path)
+            .with_context(|| format!("could not create bare repository at {}", path.display()))?;
+        let config_path = path.join("config");
+        let mut config = gix::config::File::from_path_no_includes(
+            config_path.clone(),
+            gix::config::Source::Local,
+        )
+        .with_context(|| format!("could not read {}", config_path.display()))?;
+        let root_str = root
+            .to_str()
+            .with_context(|| format!("project root {} is not valid UTF-8", root.display()))?;
+        config.set_raw_value_by("mirror", None, "root", root_str)?;
+        config.set_raw_value_by("mirror", None, "formatVersion", FORMAT_VERSION.to_string().as_str())?;
+        // Bare repositories get no reflog by default; the tier history is the log we need.
+        let mut out = Vec::new();
+        config.write_to(&mut out)?;
+        write_atomically(&config_path, &out)?;
+        std::fs::create_dir_all(path.join("mirror").join("cache"))?;
+        let shadow = Shadow::open(path)?;
+        // Point HEAD at the first tier so `git clone SHADOW` checks that tier out.
+        shadow
+            .repo
+            .edit_reference(RefEdit {
+                change: Change::Update {
+                    log: LogChange {
+                        mode: RefLog::AndReference,
+                        force_create_reflog: false,
+                        message: "mirror init".into(),
+                    },
+                    expected: PreviousValue::Any,
+                    new: Target::Symbolic(tier_ref(first_tier).try_into()?),
+                },
+                name: "HEAD".try_into()?,
+                deref: false,
+            })
+            .context("could not point HEAD of the shadow repository at the first tier")?;
+        Ok(shadow)
+    }
+
+    pub fn open(path: &Path) -> Result<Shadow> {
+        let repo = gix::open_opts(path, gix::open::Options::isolated()).with_context(|| {
+            format!(
+                "could not open shadow repository {} — check `shadow:` in mirror.yaml",
+                path.display()
+            )
+        })?;
+        if !repo.is_bare() {
+            bail!("{} is not a bare repository; mirror only writes to bare shadow repositories", path.display());
+        }
+        Ok(Shadow {
+            path: path.to_owned(),
+            repo,
+        })
+    }
+
+    /// The project root this shadow repository records (`mirror.root` in its config).
+    pub fn recorded_root(&self) -> Option<PathBuf> {
+        let config = self.repo.config_snapshot();
+        config
+            .string("mirror.root")
+            .map(|s| PathBuf::from(s.to_str_lossy().into_owned()))
+    }
+
+    /// Refuse to work for a project root other than the one recorded at `init`.
+    pub fn check_root(&self, root: &Path) -> Result<()> {
+        match self.recorded_root() {
+            Some(recorded) if recorded == root => Ok(()),
+            Some(recorded) => Err(Error::ForeignRoot {
+                shadow: self.path.clone(),
+                recorded,
+                actual: root.to_owned(),
+            }
+            .into()),
+            None => bail!(
+                "{} is not a mirror shadow repository (no mirror.root in its config)",
+                self.path.display()
+            ),
+        }
+    }
+
+    pub fn mirror_dir(&self) -> PathBuf {
+        self.path.join("mirror")
+    }
+
+    pub fn ref_target(&self, name: &str) -> Result<Option<ObjectId>> {
+        let reference = self
+            .repo
+            .try_find_reference(name)
+            .with_context(|| format!("could not read ref {name}"))?;
+        Ok(match reference {
+            Some(r) => Some(
+                r.into_fully_peeled_id()
+                    .with_context(|| format!("ref {name} does not point to an object"))?
+                    .detach(),
+            ),
+            None => None,
+        })
+    }
+
+    pub fn tier_tip(&self, tier: &str) -> Result<Option<ObjectId>> {
+        self.ref_target(&tier_ref(tier))
+    }
+
+    /// Move `name` to `new`, only if it still points at `expected` (None: must not exist).
+    pub fn update_ref(&self, name: &str, new: ObjectId, expected: Option<ObjectId>, why: &str) -> Result<()> {
+        let expected = match expected {
+            Some(old) => PreviousValue::MustExistAndMatch(Target::Object(old)),
+            None => PreviousValue::MustNotExist,
+        };
+        self.repo
+            .edit_reference(RefEdit {
+                change: Change::Update {
+                    log: LogChange {
+                        mode: RefLog::AndReference,
+                        force_create_reflog: false,
+                        message: why.into(),
+                    },
+                    expected,
+                    new: Target::Object(new),
+                },
+                name: name.try_into()?,
+                deref: false,
+            })
+            .with_context(|| {
+                format!("could not update {name} (did another process change it meanwhile?)")
+            })?;
+        Ok(())
+    }
+
+    /// Store the content of an open file as a blob, checking that exactly `size` bytes are read.
+    pub fn write_file_blob(&self, file: File, size: u64) -> Result<BlobWrite> {
+        if size <= STREAM_THRESHOLD {
+            let mut buf = Vec::with_capacity(size as usize);
+            if let Err(err) = BufReader::new(file).take(size + 1).read_to_end(&mut buf) {
+                return Ok(BlobWrite::Unreadable(ReadProblem(format!("read failed: {err}"))));
+            }
+            if buf.len() as u64 != size {
+                return Ok(BlobWrite::Unreadable(ReadProblem(format!(
+                    "changed size while being read ({size} bytes expected, {} read)",
+                    buf.len()
+                ))));
+            }
+            let oid = self.write_blob(&buf)?;
+            return Ok(BlobWrite::Written { oid, size });
+        }
+        let mut reader = ExactReader::new(file, size);
+        let result = self
+            .repo
+            .objects
+            .write_stream(gix::objs::Kind::Blob, size, &mut reader);
+        match (result, reader.problem.take()) {
+            (_, Some(problem)) => Ok(BlobWrite::Unreadable(problem)),
+            (Ok(oid), None) => Ok(BlobWrite::Written { oid, size }),
+            (Err(err), None) => Err(anyhow::Error::new(err).context(format!(
+                "could not write an object into {}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    pub fn write_blob(&self, data: &[u8]) -> Result<ObjectId> {
+        Ok(self
+            .repo
+            .write_blob(data)
+            .with_context(|| format!("could not write an object into {}", self.path.display()))?
+            .detach())
+    }
+
+    /// Open a blob for streaming. Loose objects (everything mirror writes) are inflated
+    /// incrementally and their hash verified at the end; packed objects (after a user's
+    /// `git gc` or a fetch) are loaded whole because gix has no streaming pack reader.
+    pub fn open_blob(&self, oid: &gix::oid) -> Result<(u64, Box<dyn Read + '_>)> {
+        let hex = oid.to_hex().to_string();
+        let loose = self.path.join("objects").join(&hex[..2]).join(&hex[2..]);
+        match File::open(&loose) {
+            Ok(file) => {
+                let mut inflate = flate2::read::ZlibDecoder::new(BufReader::with_capacity(64 * 1024, file));
+                let mut header = Vec::with_capacity(32);
+                let mut byte = [0u8; 1];
+                loop {
+                    inflate
+                        .read_exact(&mut byte)
+                        .with_context(|| format!("corrupt loose object {}", loose.display()))?;
+                    if byte[0] == 0 {
+                        break;
+                    }
+                    header.push(byte[0]);
+                    if header.len() > 64 {
+                        bail!("corrupt loose object {}: header too long", loose.display());
+                    }
+                }
+                let size = header
+                    .strip_prefix(b"blob ")
+                    .and_then(|s| s.to_str().ok())
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .with_context(|| format!("object {hex} is not a blob (loose object {})", loose.display()))?;
+                let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
+                hasher.update(&gix::objs::encode::loose_header(gix::objs::Kind::Blob, size));
+                Ok((
+                    size,
+                    Box::new(VerifyingReader {
+                        inner: inflate,
+                        hasher: Some(hasher),
+                        expected: oid.to_owned(),
+                        remaining: size,
+                    }),
+                ))
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let blob = self
+                    .repo
+                    .find_blob(oid)
+                    .with_context(|| format!("blob {hex} is missing from {}", self.path.display()))?;
+                let data = blob.detach().data;
+                Ok((data.len() as u64, Box::new(io::Cursor::new(data))))
+            }
+            Err(err) => Err(err).with_context(|| format!("could not open {}", loose.display())),
+        }
+    }
+
+    /// Read a whole (small) blob, e.g. a note or `mirror.yaml`.
+    pub fn read_blob(&self, oid: &gix::oid) -> Result<Vec<u8>> {
+        Ok(self
+            .repo
+            .find_blob(oid)
+            .with_context(|| format!("blob {oid} is missing from {}", self.path.display()))?
+            .detach()
+            .data)
+    }
+}
+
+/// Compute a file's blob id without storing it (for `status` and `diff`).
+pub fn hash_file(file: File, size: u64) -> Result<std::result::Result<ObjectId, ReadProblem>> {
+    let mut reader = ExactReader::new(file, size);
+    let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
+    hasher.update(&gix::objs::encode::loose_header(gix::objs::Kind::Blob, size));
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    if let Some(problem) = reader.problem.take() {
+        return Ok(Err(problem));
+    }
+    Ok(Ok(hasher.try_finalize()?))
+}
+
+/// A reader that yields exactly `size` bytes and records (rather than hides) a file that
+/// grew, shrank or failed while being read.
+struct ExactReader {
+    file: File,
+    remaining: u64,
+    problem: Option<ReadProblem>,
+    size: u64,
+}
+
+impl ExactReader {
+    fn new(file: File, size: u64) -> Self {
+        ExactReader {
+            file,
+            remaining: size,
+            problem: None,
+            size,
+        }
+    }
+
+    fn fail(&mut self, message: String) -> io::Error {
+        self.problem = Some(ReadProblem(message.clone()));
+        io::Error::other(message)
+    }
+}
+
+impl Read for ExactReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            // Probe one byte: a file that grew while being read is not what we stat'ed.
+            let mut probe = [0u8; 1];
+            return match self.file.read(&mut probe) {
+                Ok(0) => Ok(0),
+                Ok(_) => Err(self.fail(format!("grew while being read (expected {} bytes)", self.size))),
+                Err(err) => Err(self.fail(format!("read failed: {err}"))),
+            };
+        }
+        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        match self.file.read(&mut buf[..want]) {
+            Ok(0) => Err(self.fail(format!(
+                "shrank while being read (expected {} bytes, got {})",
+                self.size,
+                self.size - self.remaining
+            ))),
+            Ok(n) => {
+                self.remaining -= n as u64;
+                Ok(n)
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => Err(err),
+            Err(err) => Err(self.fail(format!("read failed: {err}"))),
+        }
+    }
+}
+
+/// Streams a loose object's content and fails at the end if it does not hash to its id,
+/// so a corrupt object is reported instead of silently restored.
+struct VerifyingReader<R> {
+    inner: R,
+    hasher: Option<gix::hash::Hasher>,
+    expected: ObjectId,
+    remaining: u64,
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            if let Some(hasher) = self.hasher.take() {
+                let actual = hasher.try_finalize().map_err(io::Error::other)?;
+                if actual != self.expected {
+                    return Err(io::Error::other(format!(
+                        "object {} is corrupt (content hashes to {actual})",
+                        self.expected
+                    )));
+                }
+            }
+            return Ok(0);
+        }
+        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::other(format!(
+                "object {} is truncated ({} bytes missing)",
+                self.expected, self.remaining
+            )));
+        }
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Write `data` to `path` via a temporary file in the same directory and a rename, so a
+/// crash leaves either the old or the new content, never a torn file.
+pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().context("path has no parent directory")?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("could not create a temporary file in {}", dir.display()))?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("could not replace {}", path.display()))?;
+    Ok(())
+}
