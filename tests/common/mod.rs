@@ -1,0 +1,199 @@
+//! Test harness: each test gets a fresh temporary HOME, XDG dirs, git config and project,
+//! and runs the real `mirror` binary and the real `git` binary against them.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub home: PathBuf,
+    pub project: PathBuf,
+    pub shadow: PathBuf,
+}
+
+impl Env {
+    /// A fresh environment with an empty project directory (`project/`) and a shadow path
+    /// (`shadow.git`, not yet created) outside it.
+    pub fn new() -> Env {
+        let tmp = tempfile::Builder::new().prefix("mirror-test-").tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical tmp");
+        let home = root.join("home");
+        let project = root.join("project");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::write(home.join("gitconfig"), "").unwrap();
+        Env { shadow: root.join("shadow.git"), tmp, home, project }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.project.parent().unwrap().to_owned()
+    }
+
+    /// Apply the isolated environment to any command.
+    pub fn isolate(&self, cmd: &mut Command) {
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("MIRROR_") || k.starts_with("GIT_") || k.starts_with("XDG_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.env("HOME", &self.home)
+            .env("XDG_DATA_HOME", self.home.join("data"))
+            .env("XDG_CONFIG_HOME", self.home.join("config"))
+            .env("XDG_CACHE_HOME", self.home.join("cache"))
+            .env("XDG_STATE_HOME", self.home.join("state"))
+            .env("GIT_CONFIG_GLOBAL", self.home.join("gitconfig"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("MIRROR_LOCK_TIMEOUT", "10");
+    }
+
+    /// The `mirror` binary, isolated, started in the project directory.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirror"));
+        self.isolate(&mut cmd);
+        cmd.current_dir(&self.project);
+        cmd
+    }
+
+    pub fn mirror(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run mirror")
+    }
+
+    pub fn mirror_in(&self, dir: &Path, args: &[&str]) -> Output {
+        self.cmd().current_dir(dir).args(args).output().expect("run mirror")
+    }
+
+    /// Run mirror and require exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.mirror(args);
+        assert_exit(&out, 0, &format!("mirror {}", args.join(" ")));
+        stdout(&out)
+    }
+
+    /// The real git, isolated from the user's configuration.
+    pub fn git(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("git");
+        self.isolate(&mut cmd);
+        cmd.current_dir(&self.project).args(args).output().expect("run git")
+    }
+
+    pub fn git_ok(&self, args: &[&str]) -> String {
+        let out = self.git(args);
+        assert_exit(&out, 0, &format!("git {}", args.join(" ")));
+        stdout(&out)
+    }
+
+    /// `git --git-dir=SHADOW ...`
+    pub fn shadow_git(&self, args: &[&str]) -> Output {
+        let dir = format!("--git-dir={}", self.shadow.display());
+        let mut all = vec![dir.as_str()];
+        all.extend_from_slice(args);
+        self.git(&all)
+    }
+
+    /// `mirror init --shadow <outside path>` with the given `--tier NAME=PATH` specs.
+    pub fn init(&self, tiers: &[&str]) {
+        let shadow = self.shadow.to_str().unwrap().to_owned();
+        let mut args = vec!["init", "--shadow", &shadow];
+        for t in tiers {
+            args.push("--tier");
+            args.push(t);
+        }
+        self.ok(&args);
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.project.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
+        write(&self.project.join(rel), content);
+    }
+
+    pub fn read(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.project.join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+}
+
+pub fn write(path: &Path, content: impl AsRef<[u8]>) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, content).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn assert_exit(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// What a restored tree must reproduce, per path: kind, content (or link target), permission
+/// bits and modification time (ns). Directories are listed without times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    File { content: Vec<u8>, mode: u32, mtime_ns: i64 },
+    Link { target: Vec<u8>, mtime_ns: i64 },
+    Dir,
+    Special,
+}
+
+/// Read a whole tree (not following symlinks), skipping `skip` names at any depth.
+pub fn tree(dir: &Path, skip: &[&str]) -> BTreeMap<Vec<u8>, Node> {
+    let mut out = BTreeMap::new();
+    read_tree(dir, dir, skip, &mut out);
+    out
+}
+
+fn read_tree(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<Vec<u8>, Node>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if skip.iter().any(|s| OsStr::new(s) == name) {
+            continue;
+        }
+        let path = entry.path();
+        let rel = path.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let md = path.symlink_metadata().unwrap();
+        let mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+        let node = if md.file_type().is_symlink() {
+            Node::Link { target: std::fs::read_link(&path).unwrap().as_os_str().as_bytes().to_vec(), mtime_ns }
+        } else if md.is_dir() {
+            read_tree(root, &path, skip, out);
+            Node::Dir
+        } else if md.is_file() {
+            Node::File { content: std::fs::read(&path).unwrap(), mode: md.permissions().mode() & 0o777, mtime_ns }
+        } else {
+            Node::Special
+        };
+        out.insert(rel, node);
+    }
+}
+
+/// Peak resident memory (KiB) of all waited-for children of this test process so far.
+pub fn children_max_rss_kib() -> i64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage.ru_maxrss
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real `mirror` binary against real temporary projects and a real git.
+//! One test crate, one module per area.
+
+mod common;
+
+#[path = "suite/checkout.rs"]
+mod checkout;
+#[path = "suite/cli.rs"]
+mod cli;
+#[path = "suite/snapshot.rs"]
+mod snapshot;
