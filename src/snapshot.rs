@@ -51,6 +51,8 @@ pub struct Scan {
     pub unreadable: Vec<Notice>,
     pub skipped: Vec<Notice>,
     pub scan_start_ns: i64,
+    /// Every file's blob id came from the stat cache (no file was read).
+    pub all_cached: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -82,9 +84,32 @@ pub struct TierReport {
 /// The previous state of a tier: its tip and what it recorded.
 pub struct Previous {
     pub tip: Option<ObjectId>,
-    pub listing: Listing,
-    pub mtimes: Mtimes,
     pub cache: Option<Cache>,
+    /// The tip's listing and mtimes; built from the cache only when needed, because a
+    /// no-change snapshot can be decided without it.
+    state: std::cell::OnceCell<(Listing, Mtimes)>,
+}
+
+impl Previous {
+    fn state(&self) -> &(Listing, Mtimes) {
+        self.state.get_or_init(|| match &self.cache {
+            Some(c) => (c.listing(), c.mtimes()),
+            None => Default::default(),
+        })
+    }
+
+    pub fn listing(&self) -> &Listing {
+        &self.state().0
+    }
+
+    pub fn mtimes(&self) -> &Mtimes {
+        &self.state().1
+    }
+
+    /// The stat cache, if it describes exactly the tip.
+    fn cache_of_tip(&self) -> Option<&Cache> {
+        self.cache.as_ref().filter(|c| self.tip.is_some() && c.commit == self.tip)
+    }
 }
 
 pub fn cache_path(shadow: &Shadow, tier: &str) -> std::path::PathBuf {
@@ -99,18 +124,21 @@ pub fn previous(shadow: &Shadow, tier: &str) -> Result<Previous> {
         .ok()
         .flatten()
         .filter(|c| c.commit.is_some_and(|id| shadow.repo.has_object(id)));
-    let (listing, mtimes) = match (tip, &cache) {
-        (Some(tip), Some(c)) if c.commit == Some(tip) => (c.listing(), c.mtimes()),
-        (Some(tip), _) => {
+    let state = std::cell::OnceCell::new();
+    let cache_matches = cache.as_ref().is_some_and(|c| tip.is_some() && c.commit == tip);
+    match tip {
+        Some(tip) if !cache_matches => {
             let tree = shadow.repo.find_commit(tip)?.tree_id()?.detach();
-            (
-                listing::read_tree(shadow, tree)?,
-                meta::read_note(shadow, tip)?.unwrap_or_default(),
-            )
+            let listing = listing::read_tree(shadow, tree)?;
+            let mtimes = meta::read_note(shadow, tip)?.unwrap_or_default();
+            let _ = state.set((listing, mtimes));
         }
-        (None, _) => Default::default(),
-    };
-    Ok(Previous { tip, listing, mtimes, cache })
+        None => {
+            let _ = state.set(Default::default());
+        }
+        Some(_) => {}
+    }
+    Ok(Previous { tip, cache, state })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -160,12 +188,14 @@ pub fn scan(
         unreadable: Vec::new(),
         skipped: walked.skipped,
         scan_start_ns,
+        all_cached: true,
     };
     let mut unreadable: Vec<(BString, String)> = walked.unreadable;
     progress.begin(&format!("{}: reading", tier.name), walked.files.len() as u64);
     for entry in &walked.files {
         progress.advance(1);
         let cached = prev.cache.as_ref().and_then(|c| c.lookup(&entry.rel, &entry.stat));
+        out.all_cached &= cached.is_some();
         let (item, stat) = match cached {
             Some(item) => (item, entry.stat),
             None => match read_entry(shadow, entry, store)? {
@@ -187,14 +217,14 @@ pub fn scan(
     // Unreadable paths keep their previously recorded version: a permission problem must not
     // look like a deletion in the history.
     for (path, _) in &unreadable {
-        for (p, item) in prev.listing.range(path.clone()..) {
+        for (p, item) in prev.listing().range(path.clone()..) {
             // Everything below `path` starts with its bytes, so that range is contiguous.
             if !p.starts_with(path) {
                 break;
             }
             if listing::in_scope(p, path) {
                 out.listing.insert(p.clone(), *item);
-                if let Some(m) = prev.mtimes.get(p) {
+                if let Some(m) = prev.mtimes().get(p) {
                     out.mtimes.insert(p.clone(), *m);
                 }
             }
@@ -360,7 +390,6 @@ fn snapshot_tier(
     progress: &dyn Progress,
 ) -> Result<TierReport> {
     let prev = previous(shadow, &tier.name)?;
-    let prev_files = prev.listing.values().filter(|i| i.mode.is_file()).count() as u64;
     let nothing = |commit| TierReport {
         tier: tier.name.clone(),
         outcome: Outcome::Nothing,
@@ -391,9 +420,34 @@ fn snapshot_tier(
                 unreadable: Vec::new(),
                 skipped: Vec::new(),
                 scan_start_ns: now_ns(),
+                all_cached: false,
             },
         },
     };
+    if let Some(cache) = prev.cache_of_tip() {
+        // Every file was a stat-cache hit and the paths are exactly the cached ones: nothing
+        // changed, and the cache stays valid as it is. This is the common hook-driven case.
+        let same = scan.all_cached
+            && scan.unreadable.is_empty()
+            && scan.listing.len() == cache.entries.len()
+            && scan.listing.iter().all(|(p, i)| cache.entries.get(p).is_some_and(|e| e.item == *i));
+        if same {
+            return Ok(TierReport {
+                tier: tier.name.clone(),
+                outcome: Outcome::Unchanged,
+                commit: prev.tip,
+                counts: Counts::default(),
+                files: scan.files,
+                bytes: scan.bytes,
+                unreadable: Vec::new(),
+                skipped: scan.skipped,
+                mass_delete: None,
+                listing: scan.listing,
+                mtimes: scan.mtimes,
+            });
+        }
+    }
+    let prev_files = prev.listing().values().filter(|i| i.mode.is_file()).count() as u64;
     let has_files = scan.listing.values().any(|i| i.mode.is_file());
     if !has_files && prev_files > 0 {
         match empty {
@@ -405,7 +459,7 @@ fn snapshot_tier(
             EmptyPolicy::Allow => {}
         }
     }
-    let counts = listing::count_changes(&prev.listing, &scan.listing);
+    let counts = listing::count_changes(prev.listing(), &scan.listing);
     let mass_delete = (prev_files > 0 && counts.deleted * 2 > prev_files).then_some((counts.deleted, prev_files));
 
     let mut report = TierReport {
@@ -421,7 +475,7 @@ fn snapshot_tier(
         listing: Listing::new(),
         mtimes: Mtimes::new(),
     };
-    let same_as_tip = prev.tip.is_some() && scan.listing == prev.listing && scan.mtimes == prev.mtimes;
+    let same_as_tip = prev.tip.is_some() && scan.listing == *prev.listing() && scan.mtimes == *prev.mtimes();
     if !same_as_tip {
         let tree = listing::write_tree(shadow, &scan.listing)?;
         let meta_blob = shadow.write_blob(&meta::encode(&scan.mtimes))?;

@@ -107,6 +107,7 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
         let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
         entry.depth() == 0 || own.keep(entry.path(), is_dir)
     });
+    let mut pending: Vec<(BString, PathBuf, bool)> = Vec::new();
     for result in builder.build() {
         let entry = match result {
             Ok(entry) => entry,
@@ -157,14 +158,20 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
             });
             continue;
         }
-        let md = match entry.path().symlink_metadata() {
+        pending.push((rel, entry.path().to_owned(), file_type.is_symlink()));
+    }
+    // lstat dominates a no-change snapshot (path lookups in the kernel, CPU-bound on a warm
+    // cache), so it runs on all cores; the walk itself stays sequential.
+    let stats = parallel_lstat(&pending);
+    for ((rel, abs, is_link), md) in pending.into_iter().zip(stats) {
+        let md = match md {
             Ok(md) => md,
             Err(err) => {
                 out.unreadable.push((rel, format!("stat failed: {err}")));
                 continue;
             }
         };
-        let kind = if file_type.is_symlink() {
+        let kind = if is_link {
             Kind::Link
         } else {
             use std::os::unix::fs::PermissionsExt;
@@ -174,12 +181,31 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
         };
         out.files.push(WalkEntry {
             rel,
-            abs: entry.path().to_owned(),
+            abs,
             kind,
             stat: Stat::from_metadata(&md),
         });
     }
     Ok(out)
+}
+
+fn parallel_lstat(paths: &[(BString, PathBuf, bool)]) -> Vec<std::io::Result<std::fs::Metadata>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads < 2 || paths.len() < 2048 {
+        return paths.iter().map(|(_, p, _)| p.symlink_metadata()).collect();
+    }
+    let chunk = paths.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|(_, p, _)| p.symlink_metadata()).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            // A panic in lstat would be a bug in std; propagate it rather than hide it.
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 pub fn rel_path(root: &Path, path: &Path) -> BString {
