@@ -84,7 +84,12 @@ struct Selection {
     scopes: Vec<BString>,
 }
 
-pub fn checkout(project: &Project, shadow: &Shadow, request: &Request, progress: &dyn Progress) -> Result<Report> {
+pub fn checkout(
+    project: &Project,
+    shadow: &Shadow,
+    request: &Request,
+    progress: &dyn Progress,
+) -> Result<Report> {
     let mut skipped = Vec::new();
     let mut selections = select(project, shadow, request, &mut skipped)?;
     apply_paths(project, request, &mut selections)?;
@@ -100,7 +105,12 @@ pub fn checkout(project: &Project, shadow: &Shadow, request: &Request, progress:
         targets.push((listing, mtimes));
     }
 
-    let mut report = Report { restored: Vec::new(), pre: Vec::new(), skipped, config_restored: false };
+    let mut report = Report {
+        restored: Vec::new(),
+        pre: Vec::new(),
+        skipped,
+        config_restored: false,
+    };
     let dest_base = match &request.to {
         Some(dir) => {
             prepare_empty_dir(dir, project)?;
@@ -115,10 +125,16 @@ pub fn checkout(project: &Project, shadow: &Shadow, request: &Request, progress:
             };
             for (tier, result) in snapshot::snapshot(project, shadow, &options, progress)? {
                 let pre = result.with_context(|| {
-                    format!("could not record tier '{tier}' before the checkout; nothing was changed")
+                    format!(
+                        "could not record tier '{tier}' before the checkout; nothing was changed"
+                    )
                 })?;
                 if !pre.unreadable.is_empty() && !request.force {
-                    let list: Vec<String> = pre.unreadable.iter().map(|n| format!("{}: {}", n.path, n.reason)).collect();
+                    let list: Vec<String> = pre
+                        .unreadable
+                        .iter()
+                        .map(|n| format!("{}: {}", n.path, n.reason))
+                        .collect();
                     bail!(
                         "tier '{tier}': {} files could not be read before the checkout, so they could not be saved; nothing was changed — fix them, or pass --force to overwrite them anyway:\n  {}",
                         list.len(),
@@ -138,7 +154,11 @@ pub fn checkout(project: &Project, shadow: &Shadow, request: &Request, progress:
     };
 
     for (sel, (target, target_mtimes)) in selections.iter().zip(&targets) {
-        let dest = if sel.tier.path == "." { dest_base.clone() } else { dest_base.join(&sel.tier.path) };
+        let dest = if sel.tier.path == "." {
+            dest_base.clone()
+        } else {
+            dest_base.join(&sel.tier.path)
+        };
         let (current, current_mtimes) = match report.pre.iter().find(|p| p.tier == sel.tier.name) {
             Some(pre) => (pre.listing.clone(), pre.mtimes.clone()),
             None => Default::default(),
@@ -151,15 +171,33 @@ pub fn checkout(project: &Project, shadow: &Shadow, request: &Request, progress:
             unchanged: 0,
             failed: Vec::new(),
         };
-        let plan = Plan { shadow, dest: &dest, target, target_mtimes, current: &current, current_mtimes: &current_mtimes, scopes: &sel.scopes };
-        plan.run(&mut restore, progress)
-            .with_context(|| format!("tier '{}': restoring into {}", sel.tier.name, dest.display()))?;
+        let plan = Plan {
+            shadow,
+            dest: &dest,
+            target,
+            target_mtimes,
+            current: &current,
+            current_mtimes: &current_mtimes,
+            scopes: &sel.scopes,
+        };
+        plan.run(&mut restore, progress).with_context(|| {
+            format!(
+                "tier '{}': restoring into {}",
+                sel.tier.name,
+                dest.display()
+            )
+        })?;
         report.restored.push(restore);
     }
     Ok(report)
 }
 
-fn select(project: &Project, shadow: &Shadow, request: &Request, skipped: &mut Vec<(String, String)>) -> Result<Vec<Selection>> {
+fn select(
+    project: &Project,
+    shadow: &Shadow,
+    request: &Request,
+    skipped: &mut Vec<(String, String)>,
+) -> Result<Vec<Selection>> {
     let tiers = project.config.select_tiers(&request.tiers)?;
     let explicit = !request.tiers.is_empty();
     let mut out = Vec::new();
@@ -173,8 +211,15 @@ fn select(project: &Project, shadow: &Shadow, request: &Request, skipped: &mut V
                 ))
                 .into());
             }
-            let tier = project.config.select_tiers(std::slice::from_ref(&tier_name))?.remove(0);
-            out.push(Selection { tier, commit, scopes: Vec::new() });
+            let tier = project
+                .config
+                .select_tiers(std::slice::from_ref(&tier_name))?
+                .remove(0);
+            out.push(Selection {
+                tier,
+                commit,
+                scopes: Vec::new(),
+            });
         }
         target => {
             for tier in tiers {
@@ -183,13 +228,27 @@ fn select(project: &Project, shadow: &Shadow, request: &Request, skipped: &mut V
                     _ => shadow.tier_tip(&tier.name)?,
                 };
                 match found {
-                    Some(commit) => out.push(Selection { tier, commit, scopes: Vec::new() }),
-                    None if explicit => bail!("tier '{}' has no snapshot {} — see `mirror log`", tier.name, describe(target)),
-                    None => skipped.push((tier.name.clone(), format!("no snapshot {}", describe(target)))),
+                    Some(commit) => out.push(Selection {
+                        tier,
+                        commit,
+                        scopes: Vec::new(),
+                    }),
+                    None if explicit => bail!(
+                        "tier '{}' has no snapshot {} — see `mirror log`",
+                        tier.name,
+                        describe(target)
+                    ),
+                    None => skipped.push((
+                        tier.name.clone(),
+                        format!("no snapshot {}", describe(target)),
+                    )),
                 }
             }
             if out.is_empty() {
-                bail!("no snapshot {} in any tier — run `mirror snapshot` first, or see `mirror log`", describe(target));
+                bail!(
+                    "no snapshot {} in any tier — run `mirror snapshot` first, or see `mirror log`",
+                    describe(target)
+                );
             }
         }
     }
@@ -204,7 +263,11 @@ fn describe(target: &Target) -> String {
 }
 
 /// Turn `-- PATH...` into per-tier scopes, dropping tiers no path falls into.
-fn apply_paths(project: &Project, request: &Request, selections: &mut Vec<Selection>) -> Result<()> {
+fn apply_paths(
+    project: &Project,
+    request: &Request,
+    selections: &mut Vec<Selection>,
+) -> Result<()> {
     if request.paths.is_empty() {
         return Ok(());
     }
@@ -216,7 +279,13 @@ fn apply_paths(project: &Project, request: &Request, selections: &mut Vec<Select
         let sel = selections
             .iter_mut()
             .find(|s| s.tier.name == tier.name)
-            .with_context(|| format!("{} belongs to tier '{}', which this checkout does not restore", path.display(), tier.name))?;
+            .with_context(|| {
+                format!(
+                    "{} belongs to tier '{}', which this checkout does not restore",
+                    path.display(),
+                    tier.name
+                )
+            })?;
         let scope = BString::from(inside.as_os_str().as_bytes());
         if scope.is_empty() {
             sel.scopes.clear();
@@ -235,15 +304,33 @@ fn apply_paths(project: &Project, request: &Request, selections: &mut Vec<Select
 }
 
 fn relative_to_root(project: &Project, path: &Path) -> Result<PathBuf> {
-    let joined = if path.is_absolute() { path.to_owned() } else { project.root.join(path) };
+    let joined = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        project.root.join(path)
+    };
     let mut parts: Vec<&OsStr> = Vec::new();
-    for c in joined.strip_prefix(&project.root).map_err(|_| anyhow::anyhow!("{} is outside the project {}", path.display(), project.root.display()))?.components() {
+    for c in joined
+        .strip_prefix(&project.root)
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} is outside the project {}",
+                path.display(),
+                project.root.display()
+            )
+        })?
+        .components()
+    {
         match c {
             std::path::Component::Normal(n) => parts.push(n),
             std::path::Component::CurDir => {}
             std::path::Component::ParentDir => {
                 if parts.pop().is_none() {
-                    bail!("{} is outside the project {}", path.display(), project.root.display());
+                    bail!(
+                        "{} is outside the project {}",
+                        path.display(),
+                        project.root.display()
+                    );
                 }
             }
             _ => bail!("{} is not a usable path", path.display()),
@@ -254,11 +341,16 @@ fn relative_to_root(project: &Project, path: &Path) -> Result<PathBuf> {
 
 fn prepare_empty_dir(dir: &Path, project: &Project) -> Result<()> {
     if dir.exists() {
-        if std::fs::read_dir(dir).with_context(|| format!("could not read {}", dir.display()))?.next().is_some() {
+        if std::fs::read_dir(dir)
+            .with_context(|| format!("could not read {}", dir.display()))?
+            .next()
+            .is_some()
+        {
             bail!("--to {}: directory is not empty; choose an empty or new directory so nothing in it is overwritten", dir.display());
         }
     } else {
-        std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
     }
     let canon = dir.canonicalize()?;
     for tier in &project.config.tiers {
@@ -305,15 +397,25 @@ impl Plan<'_> {
             }
         }
         let dest_md = self.dest.symlink_metadata();
-        if dest_md.as_ref().is_ok_and(|m| m.file_type().is_symlink() || !m.is_dir()) {
-            bail!("{} is not a directory (or is a symlink); refusing to restore through it", self.dest.display());
+        if dest_md
+            .as_ref()
+            .is_ok_and(|m| m.file_type().is_symlink() || !m.is_dir())
+        {
+            bail!(
+                "{} is not a directory (or is a symlink); refusing to restore through it",
+                self.dest.display()
+            );
         }
-        std::fs::create_dir_all(self.dest).with_context(|| format!("could not create {}", self.dest.display()))?;
+        std::fs::create_dir_all(self.dest)
+            .with_context(|| format!("could not create {}", self.dest.display()))?;
 
         // 1. Remove what the target does not have (or has as another kind of entry).
         let mut emptied: BTreeSet<BString> = BTreeSet::new();
         for (path, item) in self.current.iter().filter(|(p, _)| self.in_scope(p)) {
-            let keep = self.target.get(path).is_some_and(|t| kind(t.mode) == kind(item.mode));
+            let keep = self
+                .target
+                .get(path)
+                .is_some_and(|t| kind(t.mode) == kind(item.mode));
             if keep {
                 continue;
             }
@@ -330,7 +432,9 @@ impl Plan<'_> {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => out.failed.push((path.to_string(), format!("could not remove: {e}"))),
+                Err(e) => out
+                    .failed
+                    .push((path.to_string(), format!("could not remove: {e}"))),
             }
             let mut p = path.as_slice();
             while let Some(slash) = p.rfind_byte(b'/') {
@@ -361,7 +465,11 @@ impl Plan<'_> {
         }
 
         // 2. Write what differs.
-        let todo: Vec<(&BString, &listing::Item)> = self.target.iter().filter(|(p, _)| self.in_scope(p)).collect();
+        let todo: Vec<(&BString, &listing::Item)> = self
+            .target
+            .iter()
+            .filter(|(p, _)| self.in_scope(p))
+            .collect();
         progress.begin("restoring", todo.len() as u64);
         for (path, item) in todo {
             progress.advance(1);
@@ -369,7 +477,10 @@ impl Plan<'_> {
             let mtime = self.target_mtimes.get(path).copied();
             if same {
                 out.unchanged += item.mode.is_file() as u64;
-                if item.mode.is_file() && mtime.is_some() && mtime != self.current_mtimes.get(path).copied() {
+                if item.mode.is_file()
+                    && mtime.is_some()
+                    && mtime != self.current_mtimes.get(path).copied()
+                {
                     if let Err(e) = set_mtime(&self.abs(path), item.mode, mtime) {
                         out.failed.push((path.to_string(), e.to_string()));
                     }
@@ -394,17 +505,27 @@ impl Plan<'_> {
             dir.push(OsStr::from_bytes(part));
             match dir.symlink_metadata() {
                 Ok(md) if md.is_dir() => {}
-                Ok(_) => bail!("{} is in the way (not a directory); leaving it alone", dir.display()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::create_dir(&dir).with_context(|| format!("could not create {}", dir.display()))?
+                Ok(_) => bail!(
+                    "{} is in the way (not a directory); leaving it alone",
+                    dir.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&dir)
+                    .with_context(|| format!("could not create {}", dir.display()))?,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("could not stat {}", dir.display()))
                 }
-                Err(e) => return Err(e).with_context(|| format!("could not stat {}", dir.display())),
             }
         }
         Ok(dir)
     }
 
-    fn write_entry(&self, rel: &[u8], mode: Mode, oid: &ObjectId, mtime: Option<i64>) -> Result<()> {
+    fn write_entry(
+        &self,
+        rel: &[u8],
+        mode: Mode,
+        oid: &ObjectId,
+        mtime: Option<i64>,
+    ) -> Result<()> {
         let parent = self.ensure_parents(rel)?;
         let final_path = self.abs(rel);
         if mode == Mode::EmptyDir {
@@ -412,18 +533,23 @@ impl Plan<'_> {
                 Ok(md) if md.is_dir() => return Ok(()),
                 Ok(_) => bail!("{} is in the way (not a directory)", final_path.display()),
                 Err(_) => {
-                    std::fs::create_dir(&final_path).with_context(|| format!("could not create {}", final_path.display()))?;
+                    std::fs::create_dir(&final_path)
+                        .with_context(|| format!("could not create {}", final_path.display()))?;
                     return Ok(());
                 }
             }
         }
         if final_path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            bail!("{} is a directory that still has content; leaving it alone", final_path.display());
+            bail!(
+                "{} is a directory that still has content; leaving it alone",
+                final_path.display()
+            );
         }
         let tmp = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
         let result = self.write_temp(&tmp, mode, oid).and_then(|()| {
             set_mtime(&tmp, mode, mtime)?;
-            std::fs::rename(&tmp, &final_path).with_context(|| format!("could not move into place {}", final_path.display()))
+            std::fs::rename(&tmp, &final_path)
+                .with_context(|| format!("could not move into place {}", final_path.display()))
         });
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -449,7 +575,8 @@ impl Plan<'_> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(tmp)
             .with_context(|| format!("could not create {}", tmp.display()))?;
-        let copied = std::io::copy(&mut reader, &mut file).with_context(|| format!("could not restore blob {oid}"))?;
+        let copied = std::io::copy(&mut reader, &mut file)
+            .with_context(|| format!("could not restore blob {oid}"))?;
         if copied != size {
             bail!("blob {oid}: expected {size} bytes, got {copied}");
         }
@@ -462,7 +589,10 @@ impl Plan<'_> {
 
 fn set_mtime(path: &Path, mode: Mode, mtime: Option<i64>) -> Result<()> {
     let Some(ns) = mtime else { return Ok(()) };
-    let t = filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32);
+    let t = filetime::FileTime::from_unix_time(
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    );
     let r = if mode == Mode::Link {
         filetime::set_symlink_file_times(path, t, t)
     } else {

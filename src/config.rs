@@ -67,9 +67,7 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         // Serialising plain structs of strings cannot fail; a failure would be a serde bug.
         let body = serde_norway::to_string(self).expect("Config always serialises");
-        format!(
-            "# mirror configuration — schema: docs/config.md\n{body}"
-        )
+        format!("# mirror configuration — schema: docs/config.md\n{body}")
     }
 
     fn validate(&self, path: &Path) -> Result<(), Error> {

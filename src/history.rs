@@ -61,7 +61,12 @@ pub fn decode(shadow: &Shadow, id: ObjectId) -> Result<Snapshot> {
     paragraphs.next();
     let user = paragraphs
         .next()
-        .filter(|p| !p.starts_with("Mirror-") && !p.starts_with("WARNING") && !p.starts_with("Unreadable") && !p.starts_with("Skipped"))
+        .filter(|p| {
+            !p.starts_with("Mirror-")
+                && !p.starts_with("WARNING")
+                && !p.starts_with("Unreadable")
+                && !p.starts_with("Skipped")
+        })
         .unwrap_or("")
         .trim()
         .to_owned();
@@ -69,7 +74,9 @@ pub fn decode(shadow: &Shadow, id: ObjectId) -> Result<Snapshot> {
         id,
         tier,
         time,
-        trigger: trailer(&message, "Mirror-Trigger").unwrap_or("?").to_owned(),
+        trigger: trailer(&message, "Mirror-Trigger")
+            .unwrap_or("?")
+            .to_owned(),
         stats: trailer(&message, "Mirror-Stats").unwrap_or("").to_owned(),
         message: user,
         partial: trailer(&message, "Mirror-Partial").is_some(),
@@ -124,7 +131,10 @@ pub fn log(shadow: &Shadow, tiers: &[String], limit: usize) -> Result<Vec<Snapsh
 
 /// Resolve a git revision to a tier commit: (tier, commit).
 pub fn resolve_rev(shadow: &Shadow, config: &Config, rev: &str) -> Result<(String, ObjectId)> {
-    let unknown = |reason: String| Error::UnknownRevision { rev: rev.to_owned(), reason };
+    let unknown = |reason: String| Error::UnknownRevision {
+        rev: rev.to_owned(),
+        reason,
+    };
     let id = shadow
         .repo
         .rev_parse_single(rev)
@@ -166,7 +176,12 @@ pub fn parse_time(text: &str, now: DateTime<Local>) -> Result<i64, String> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.timestamp());
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(t, fmt) {
             return local(naive, t);
         }
@@ -178,15 +193,20 @@ pub fn parse_time(text: &str, now: DateTime<Local>) -> Result<i64, String> {
     }
     let words: Vec<&str> = t.split_whitespace().collect();
     if let [n, unit, "ago"] = words.as_slice() {
-        let n: i64 = n.parse().map_err(|_| format!("'{t}': '{n}' is not a number"))?;
-        let secs = match unit.trim_end_matches('s') {
-            "second" | "sec" => 1,
-            "minute" | "min" => 60,
-            "hour" => 3600,
-            "day" => 86_400,
-            "week" => 604_800,
-            other => return Err(format!("'{t}': unknown unit '{other}' (use seconds, minutes, hours, days or weeks)")),
-        };
+        let n: i64 = n
+            .parse()
+            .map_err(|_| format!("'{t}': '{n}' is not a number"))?;
+        let secs =
+            match unit.trim_end_matches('s') {
+                "second" | "sec" => 1,
+                "minute" | "min" => 60,
+                "hour" => 3600,
+                "day" => 86_400,
+                "week" => 604_800,
+                other => return Err(format!(
+                    "'{t}': unknown unit '{other}' (use seconds, minutes, hours, days or weeks)"
+                )),
+            };
         return Ok(now.timestamp() - n * secs);
     }
     Err(format!(
@@ -208,7 +228,11 @@ pub fn parse_counts(s: &str) -> Option<Counts> {
     let a = it.next()?.strip_prefix('+')?.parse().ok()?;
     let m = it.next()?.strip_prefix('~')?.parse().ok()?;
     let d = it.next()?.strip_prefix('-')?.parse().ok()?;
-    Some(Counts { added: a, modified: m, deleted: d })
+    Some(Counts {
+        added: a,
+        modified: m,
+        deleted: d,
+    })
 }
 
 #[cfg(test)]
@@ -218,13 +242,25 @@ mod tests {
     #[test]
     fn times_parse() {
         let now = Local.with_ymd_and_hms(2026, 1, 2, 12, 0, 0).unwrap();
-        assert_eq!(parse_time("2 hours ago", now).unwrap(), now.timestamp() - 7200);
-        assert_eq!(parse_time("1 day ago", now).unwrap(), now.timestamp() - 86400);
+        assert_eq!(
+            parse_time("2 hours ago", now).unwrap(),
+            now.timestamp() - 7200
+        );
+        assert_eq!(
+            parse_time("1 day ago", now).unwrap(),
+            now.timestamp() - 86400
+        );
         assert_eq!(
             parse_time("2025-06-16T14:00:00Z", now).unwrap(),
-            chrono::Utc.with_ymd_and_hms(2025, 6, 16, 14, 0, 0).unwrap().timestamp()
+            chrono::Utc
+                .with_ymd_and_hms(2025, 6, 16, 14, 0, 0)
+                .unwrap()
+                .timestamp()
         );
-        let local = Local.with_ymd_and_hms(2025, 6, 16, 14, 0, 0).unwrap().timestamp();
+        let local = Local
+            .with_ymd_and_hms(2025, 6, 16, 14, 0, 0)
+            .unwrap()
+            .timestamp();
         assert_eq!(parse_time("2025-06-16 14:00", now).unwrap(), local);
         assert!(parse_time("yesterday-ish", now).is_err());
         assert!(parse_time("3 fortnights ago", now).is_err());
@@ -234,6 +270,13 @@ mod tests {
     fn trailers_and_counts() {
         let msg = "snapshot t: +1 ~2 -3\n\nMirror-Tier: t\nMirror-Stats: +1 ~2 -3\n";
         assert_eq!(trailer(msg, "Mirror-Tier"), Some("t"));
-        assert_eq!(parse_counts(trailer(msg, "Mirror-Stats").unwrap()), Some(Counts { added: 1, modified: 2, deleted: 3 }));
+        assert_eq!(
+            parse_counts(trailer(msg, "Mirror-Stats").unwrap()),
+            Some(Counts {
+                added: 1,
+                modified: 2,
+                deleted: 3
+            })
+        );
     }
 }

@@ -18,46 +18,80 @@ pub struct InitOptions {
 pub enum InitOutcome {
     /// mirror.yaml already existed; nothing was changed.
     Exists { config_path: PathBuf },
-    Created { config: Config, config_path: PathBuf, shadow: PathBuf },
+    Created {
+        config: Config,
+        config_path: PathBuf,
+        shadow: PathBuf,
+    },
 }
 
 pub fn init(root: &Path, options: &InitOptions) -> Result<InitOutcome> {
-    let root = root.canonicalize().with_context(|| format!("could not resolve {}", root.display()))?;
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("could not resolve {}", root.display()))?;
     let config_path = root.join(CONFIG_FILE);
     if config_path.exists() {
         return Ok(InitOutcome::Exists { config_path });
     }
-    let tiers = if options.tiers.is_empty() { detect_tiers(&root)? } else { explicit_tiers(&root, &options.tiers)? };
+    let tiers = if options.tiers.is_empty() {
+        detect_tiers(&root)?
+    } else {
+        explicit_tiers(&root, &options.tiers)?
+    };
     let shadow = match &options.shadow {
         Some(p) if p.is_absolute() => p.clone(),
-        Some(p) => std::env::current_dir()?.join(p),
+        // Relative to the directory mirror runs in (after -C), as a user typing it expects.
+        Some(p) => root.join(p),
         None => default_shadow(&root)?,
     };
-    let config = Config { version: CONFIG_VERSION, shadow: shadow.clone(), tiers, exclude: Vec::new() };
+    let config = Config {
+        version: CONFIG_VERSION,
+        shadow: shadow.clone(),
+        tiers,
+        exclude: Vec::new(),
+    };
     // Validate exactly as a later load would, before creating anything.
     Config::parse(&config.to_yaml(), &config_path)?;
     Shadow::create(&shadow, &root, &config.tiers[0].name)?;
     let shadow = shadow.canonicalize()?;
-    let config = Config { shadow: shadow.clone(), ..config };
+    let config = Config {
+        shadow: shadow.clone(),
+        ..config
+    };
     crate::store::write_atomically(&config_path, config.to_yaml().as_bytes())?;
     crate::registry::register(&root, &shadow)?;
-    Ok(InitOutcome::Created { config, config_path, shadow })
+    Ok(InitOutcome::Created {
+        config,
+        config_path,
+        shadow,
+    })
 }
 
 /// Every top-level `tier-*` directory is a tier; without any, the root itself is tier `root`.
 fn detect_tiers(root: &Path) -> Result<Vec<Tier>> {
     let mut tiers = Vec::new();
-    for entry in std::fs::read_dir(root).with_context(|| format!("could not read {}", root.display()))? {
+    for entry in
+        std::fs::read_dir(root).with_context(|| format!("could not read {}", root.display()))?
+    {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with("tier-") && entry.file_type()?.is_dir() && config::validate_tier_name(name).is_ok() {
-            tiers.push(Tier { name: name.to_owned(), path: name.to_owned() });
+        if name.starts_with("tier-")
+            && entry.file_type()?.is_dir()
+            && config::validate_tier_name(name).is_ok()
+        {
+            tiers.push(Tier {
+                name: name.to_owned(),
+                path: name.to_owned(),
+            });
         }
     }
     tiers.sort_by(|a, b| a.name.cmp(&b.name));
     if tiers.is_empty() {
-        tiers.push(Tier { name: "root".into(), path: ".".into() });
+        tiers.push(Tier {
+            name: "root".into(),
+            path: ".".into(),
+        });
     }
     Ok(tiers)
 }
@@ -68,14 +102,29 @@ fn explicit_tiers(root: &Path, specs: &[(String, String)]) -> Result<Vec<Tier>> 
         .map(|(name, path)| {
             config::validate_tier_name(name).map_err(Error::Usage)?;
             let path = config::tier_path_from_arg(root, path).map_err(Error::Usage)?;
-            Ok(Tier { name: name.clone(), path })
+            Ok(Tier {
+                name: name.clone(),
+                path,
+            })
         })
         .collect()
 }
 
 fn default_shadow(root: &Path) -> Result<PathBuf> {
     let base = crate::registry::data_dir()?;
-    let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("project");
-    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let name = root
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("project");
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     Ok(base.join(format!("{clean}-{:08x}.git", rand::random::<u32>())))
 }

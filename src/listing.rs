@@ -85,7 +85,11 @@ fn write_dir(shadow: &Shadow, entries: &[(&[u8], &Item)], empty: ObjectId) -> Re
         let (path, item) = entries[i];
         match path.find_byte(b'/') {
             None => {
-                let oid = if item.mode == Mode::EmptyDir { empty } else { item.oid };
+                let oid = if item.mode == Mode::EmptyDir {
+                    empty
+                } else {
+                    item.oid
+                };
                 tree.entries.push(Entry {
                     mode: item.mode.entry_kind().into(),
                     filename: path.into(),
@@ -136,11 +140,18 @@ pub fn read_tree(shadow: &Shadow, tree: ObjectId) -> Result<Listing> {
     Ok(listing)
 }
 
-fn read_dir(shadow: &Shadow, tree: ObjectId, prefix: &mut BString, out: &mut Listing) -> Result<()> {
-    let tree_obj = shadow
-        .repo
-        .find_tree(tree)
-        .with_context(|| format!("tree {tree} is missing or corrupt in {}", shadow.path.display()))?;
+fn read_dir(
+    shadow: &Shadow,
+    tree: ObjectId,
+    prefix: &mut BString,
+    out: &mut Listing,
+) -> Result<()> {
+    let tree_obj = shadow.repo.find_tree(tree).with_context(|| {
+        format!(
+            "tree {tree} is missing or corrupt in {}",
+            shadow.path.display()
+        )
+    })?;
     let decoded = tree_obj
         .decode()
         .with_context(|| format!("tree {tree} is corrupt"))?;
@@ -164,14 +175,26 @@ fn read_dir(shadow: &Shadow, tree: ObjectId, prefix: &mut BString, out: &mut Lis
         };
         match item {
             Some(mode) => {
-                out.insert(prefix.clone(), Item { mode, oid: entry.oid.to_owned() });
+                out.insert(
+                    prefix.clone(),
+                    Item {
+                        mode,
+                        oid: entry.oid.to_owned(),
+                    },
+                );
             }
             None => {
                 let child = entry.oid.to_owned();
                 let before = out.len();
                 read_dir(shadow, child, prefix, out)?;
                 if out.len() == before {
-                    out.insert(prefix.clone(), Item { mode: Mode::EmptyDir, oid: child });
+                    out.insert(
+                        prefix.clone(),
+                        Item {
+                            mode: Mode::EmptyDir,
+                            oid: child,
+                        },
+                    );
                 }
             }
         }
@@ -298,7 +321,10 @@ mod tests {
     use super::*;
 
     fn item(mode: Mode, n: u8) -> Item {
-        Item { mode, oid: ObjectId::from_bytes_or_panic(&[n; 20]) }
+        Item {
+            mode,
+            oid: ObjectId::from_bytes_or_panic(&[n; 20]),
+        }
     }
 
     #[test]
@@ -311,7 +337,14 @@ mod tests {
         new.insert("a".into(), item(Mode::Exec, 1));
         new.insert("c".into(), item(Mode::File, 3));
         let c = count_changes(&old, &new);
-        assert_eq!(c, Counts { added: 1, modified: 1, deleted: 1 });
+        assert_eq!(
+            c,
+            Counts {
+                added: 1,
+                modified: 1,
+                deleted: 1
+            }
+        );
     }
 
     #[test]

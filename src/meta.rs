@@ -44,7 +44,10 @@ pub fn decode(data: &[u8]) -> Result<Mtimes> {
         }
         let mut parts = record.splitn(4, |b| *b == b' ');
         let (kind, secs, nanos, path) = (parts.next(), parts.next(), parts.next(), parts.next());
-        let parse = |b: Option<&[u8]>| b.and_then(|b| b.to_str().ok()).and_then(|s| s.parse::<i64>().ok());
+        let parse = |b: Option<&[u8]>| {
+            b.and_then(|b| b.to_str().ok())
+                .and_then(|s| s.parse::<i64>().ok())
+        };
         match (kind, parse(secs), parse(nanos), path) {
             (Some(b"m"), Some(s), Some(n), Some(p)) => {
                 mtimes.insert(p.into(), s * 1_000_000_000 + n);
@@ -69,24 +72,33 @@ pub fn read_note(shadow: &Shadow, commit: ObjectId) -> Result<Option<Mtimes>> {
         .context("notes ref does not point to a commit")?
         .tree()?;
     let name = commit.to_hex().to_string();
-    let Some(entry) = tree
-        .find_entry(name.as_str())
-    else {
+    let Some(entry) = tree.find_entry(name.as_str()) else {
         return Ok(None);
     };
-    let data = shadow.read_blob(&entry.oid())?;
-    Ok(Some(decode(&data).with_context(|| format!("metadata note of {commit}"))?))
+    let data = shadow.read_blob(entry.oid())?;
+    Ok(Some(
+        decode(&data).with_context(|| format!("metadata note of {commit}"))?,
+    ))
 }
 
 /// Attach `blob` as the note of `commit` (one commit on `refs/notes/mirror`, compare-and-swap).
-pub fn write_note(shadow: &Shadow, commit: ObjectId, blob: ObjectId, signature: &gix::actor::Signature) -> Result<()> {
+pub fn write_note(
+    shadow: &Shadow,
+    commit: ObjectId,
+    blob: ObjectId,
+    signature: &gix::actor::Signature,
+) -> Result<()> {
     let previous = shadow.ref_target(NOTES_REF)?;
     let base_tree = match previous {
         Some(c) => shadow.repo.find_commit(c)?.tree_id()?.detach(),
         None => ObjectId::empty_tree(gix::hash::Kind::Sha1),
     };
     let mut editor = shadow.repo.edit_tree(base_tree)?;
-    editor.upsert(commit.to_hex().to_string(), gix::objs::tree::EntryKind::Blob, blob)?;
+    editor.upsert(
+        commit.to_hex().to_string(),
+        gix::objs::tree::EntryKind::Blob,
+        blob,
+    )?;
     let tree = editor.write()?.detach();
     let note_commit = gix::objs::Commit {
         tree,
@@ -108,7 +120,10 @@ mod tests {
     #[test]
     fn round_trip_including_odd_names_and_negative_times() {
         let mut m = Mtimes::new();
-        m.insert(BString::from(&b"new\nline \xff"[..]), 1_700_000_000_123_456_789);
+        m.insert(
+            BString::from(&b"new\nline \xff"[..]),
+            1_700_000_000_123_456_789,
+        );
         m.insert("old".into(), -1_500_000_000);
         assert_eq!(decode(&encode(&m)).unwrap(), m);
     }

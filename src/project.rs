@@ -30,19 +30,30 @@ impl Project {
             .with_context(|| format!("could not resolve {}", start.display()))?;
         if let Some(root) = config::find_root(&start) {
             let config = Config::load(&root.join(CONFIG_FILE))?;
-            return Ok(Project { root, config, config_from_shadow: false });
+            return Ok(Project {
+                root,
+                config,
+                config_from_shadow: false,
+            });
         }
         for dir in start.ancestors() {
             if let Some(shadow_path) = crate::registry::find_shadow_for(dir)? {
                 let shadow = Shadow::open(&shadow_path)?;
                 let (_, bytes) = recorded_config(&shadow)?.with_context(|| {
-                    format!("shadow {} has no recorded mirror.yaml", shadow_path.display())
+                    format!(
+                        "shadow {} has no recorded mirror.yaml",
+                        shadow_path.display()
+                    )
                 })?;
                 let text = String::from_utf8(bytes).context("recorded mirror.yaml is not UTF-8")?;
                 let mut config = Config::parse(&text, &shadow_path.join(CONFIG_REF))?;
                 // The recorded shadow path may be relative; we know where it really is.
                 config.shadow = shadow_path;
-                return Ok(Project { root: dir.to_owned(), config, config_from_shadow: true });
+                return Ok(Project {
+                    root: dir.to_owned(),
+                    config,
+                    config_from_shadow: true,
+                });
             }
         }
         Err(Error::NoProject { dir: start }.into())
@@ -122,7 +133,11 @@ pub fn recorded_config(shadow: &Shadow) -> Result<Option<(ObjectId, Vec<u8>)>> {
 }
 
 /// Record mirror.yaml's current content on `refs/mirror/config` when it changed.
-pub fn record_config(shadow: &Shadow, bytes: &[u8], signature: &gix::actor::Signature) -> Result<ObjectId> {
+pub fn record_config(
+    shadow: &Shadow,
+    bytes: &[u8],
+    signature: &gix::actor::Signature,
+) -> Result<ObjectId> {
     let blob = shadow.write_blob(bytes)?;
     let previous = shadow.ref_target(CONFIG_REF)?;
     if let Some((old, _)) = recorded_config(shadow)? {
@@ -130,7 +145,9 @@ pub fn record_config(shadow: &Shadow, bytes: &[u8], signature: &gix::actor::Sign
             return Ok(blob);
         }
     }
-    let mut editor = shadow.repo.edit_tree(ObjectId::empty_tree(gix::hash::Kind::Sha1))?;
+    let mut editor = shadow
+        .repo
+        .edit_tree(ObjectId::empty_tree(gix::hash::Kind::Sha1))?;
     editor.upsert(CONFIG_FILE, gix::objs::tree::EntryKind::Blob, blob)?;
     let tree = editor.write()?.detach();
     let commit = gix::objs::Commit {

@@ -108,7 +108,9 @@ impl Previous {
 
     /// The stat cache, if it describes exactly the tip.
     fn cache_of_tip(&self) -> Option<&Cache> {
-        self.cache.as_ref().filter(|c| self.tip.is_some() && c.commit == self.tip)
+        self.cache
+            .as_ref()
+            .filter(|c| self.tip.is_some() && c.commit == self.tip)
     }
 }
 
@@ -125,7 +127,9 @@ pub fn previous(shadow: &Shadow, tier: &str) -> Result<Previous> {
         .flatten()
         .filter(|c| c.commit.is_some_and(|id| shadow.repo.has_object(id)));
     let state = std::cell::OnceCell::new();
-    let cache_matches = cache.as_ref().is_some_and(|c| tip.is_some() && c.commit == tip);
+    let cache_matches = cache
+        .as_ref()
+        .is_some_and(|c| tip.is_some() && c.commit == tip);
     match tip {
         Some(tip) if !cache_matches => {
             let tree = shadow.repo.find_commit(tip)?.tree_id()?.detach();
@@ -166,13 +170,21 @@ pub fn scan(
     let root = project.tier_root(tier);
     match root.symlink_metadata() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("tier '{}': could not stat {}", tier.name, root.display())),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("tier '{}': could not stat {}", tier.name, root.display())
+            })
+        }
         Ok(md) if md.file_type().is_symlink() => bail!(
             "tier '{}': {} is a symlink; tier directories must be real directories",
             tier.name,
             root.display()
         ),
-        Ok(md) if !md.is_dir() => bail!("tier '{}': {} is not a directory", tier.name, root.display()),
+        Ok(md) if !md.is_dir() => bail!(
+            "tier '{}': {} is not a directory",
+            tier.name,
+            root.display()
+        ),
         Ok(_) => {}
     }
     let filters = project.filters(tier)?;
@@ -191,10 +203,16 @@ pub fn scan(
         all_cached: true,
     };
     let mut unreadable: Vec<(BString, String)> = walked.unreadable;
-    progress.begin(&format!("{}: reading", tier.name), walked.files.len() as u64);
+    progress.begin(
+        &format!("{}: reading", tier.name),
+        walked.files.len() as u64,
+    );
     for entry in &walked.files {
         progress.advance(1);
-        let cached = prev.cache.as_ref().and_then(|c| c.lookup(&entry.rel, &entry.stat));
+        let cached = prev
+            .cache
+            .as_ref()
+            .and_then(|c| c.lookup(&entry.rel, &entry.stat));
         out.all_cached &= cached.is_some();
         let (item, stat) = match cached {
             Some(item) => (item, entry.stat),
@@ -265,19 +283,32 @@ pub fn scan(
     let empty_tree = ObjectId::empty_tree(gix::hash::Kind::Sha1);
     for dir in candidates {
         if !occupied.contains(dir.as_slice()) {
-            out.listing.insert(dir.clone(), Item { mode: Mode::EmptyDir, oid: empty_tree });
+            out.listing.insert(
+                dir.clone(),
+                Item {
+                    mode: Mode::EmptyDir,
+                    oid: empty_tree,
+                },
+            );
         }
     }
 
     out.unreadable = unreadable
         .into_iter()
-        .map(|(p, reason)| Notice { path: p.to_string(), reason })
+        .map(|(p, reason)| Notice {
+            path: p.to_string(),
+            reason,
+        })
         .collect();
     Ok(Some(out))
 }
 
 /// Read one file or link and store (or hash) it. The inner `Err` is a read problem to report.
-fn read_entry(shadow: &Shadow, entry: &walk::WalkEntry, store: Store) -> Result<std::result::Result<(Item, Stat), String>> {
+fn read_entry(
+    shadow: &Shadow,
+    entry: &walk::WalkEntry,
+    store: Store,
+) -> Result<std::result::Result<(Item, Stat), String>> {
     if entry.kind == Kind::Link {
         let target = match std::fs::read_link(&entry.abs) {
             Ok(t) => t,
@@ -286,9 +317,17 @@ fn read_entry(shadow: &Shadow, entry: &walk::WalkEntry, store: Store) -> Result<
         let bytes = target.as_os_str().as_bytes();
         let oid = match store {
             Store::Write => shadow.write_blob(bytes)?,
-            Store::HashOnly => gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, bytes)?,
+            Store::HashOnly => {
+                gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, bytes)?
+            }
         };
-        return Ok(Ok((Item { mode: Mode::Link, oid }, entry.stat)));
+        return Ok(Ok((
+            Item {
+                mode: Mode::Link,
+                oid,
+            },
+            entry.stat,
+        )));
     }
     // O_NONBLOCK: if the file was replaced by a fifo after the walk, opening must not hang.
     // O_NOFOLLOW: likewise for a file replaced by a symlink.
@@ -308,7 +347,11 @@ fn read_entry(shadow: &Shadow, entry: &walk::WalkEntry, store: Store) -> Result<
         return Ok(Err("is no longer a regular file".into()));
     }
     let stat = Stat::from_metadata(&md);
-    let mode = if stat.mode & 0o111 != 0 { Mode::Exec } else { Mode::File };
+    let mode = if stat.mode & 0o111 != 0 {
+        Mode::Exec
+    } else {
+        Mode::File
+    };
     let oid = match store {
         Store::Write => match shadow.write_file_blob(file, stat.size)? {
             BlobWrite::Written { oid, .. } => oid,
@@ -430,7 +473,10 @@ fn snapshot_tier(
         let same = scan.all_cached
             && scan.unreadable.is_empty()
             && scan.listing.len() == cache.entries.len()
-            && scan.listing.iter().all(|(p, i)| cache.entries.get(p).is_some_and(|e| e.item == *i));
+            && scan
+                .listing
+                .iter()
+                .all(|(p, i)| cache.entries.get(p).is_some_and(|e| e.item == *i));
         if same {
             return Ok(TierReport {
                 tier: tier.name.clone(),
@@ -460,7 +506,8 @@ fn snapshot_tier(
         }
     }
     let counts = listing::count_changes(prev.listing(), &scan.listing);
-    let mass_delete = (prev_files > 0 && counts.deleted * 2 > prev_files).then_some((counts.deleted, prev_files));
+    let mass_delete =
+        (prev_files > 0 && counts.deleted * 2 > prev_files).then_some((counts.deleted, prev_files));
 
     let mut report = TierReport {
         tier: tier.name.clone(),
@@ -475,7 +522,8 @@ fn snapshot_tier(
         listing: Listing::new(),
         mtimes: Mtimes::new(),
     };
-    let same_as_tip = prev.tip.is_some() && scan.listing == *prev.listing() && scan.mtimes == *prev.mtimes();
+    let same_as_tip =
+        prev.tip.is_some() && scan.listing == *prev.listing() && scan.mtimes == *prev.mtimes();
     if !same_as_tip {
         let tree = listing::write_tree(shadow, &scan.listing)?;
         let meta_blob = shadow.write_blob(&meta::encode(&scan.mtimes))?;
@@ -509,8 +557,13 @@ fn snapshot_tier(
 }
 
 fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan) -> Result<()> {
-    let mut cache = Cache { commit, scan_start_ns: scan.scan_start_ns, entries: Default::default() };
-    let stats: std::collections::HashMap<&BString, &Stat> = scan.stats.iter().map(|(p, s)| (p, s)).collect();
+    let mut cache = Cache {
+        commit,
+        scan_start_ns: scan.scan_start_ns,
+        entries: Default::default(),
+    };
+    let stats: std::collections::HashMap<&BString, &Stat> =
+        scan.stats.iter().map(|(p, s)| (p, s)).collect();
     for (path, item) in &scan.listing {
         // Carried-forward and empty-dir entries have no fresh stat: a zero stat never matches
         // a real file, so they are re-read next time, but they keep the listing complete.
@@ -518,7 +571,9 @@ fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan
             mtime_ns: scan.mtimes.get(path).copied().unwrap_or_default(),
             ..Stat::default()
         });
-        cache.entries.insert(path.clone(), CacheEntry { item: *item, stat });
+        cache
+            .entries
+            .insert(path.clone(), CacheEntry { item: *item, stat });
     }
     let dir = shadow.mirror_dir().join("cache");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
@@ -565,6 +620,9 @@ fn commit_message(tier: &Tier, context: &CommitContext, report: &TierReport) -> 
     if let Some(blob) = &context.config_blob {
         msg.push_str(&format!("Mirror-Config: {blob}\n"));
     }
-    msg.push_str(&format!("Mirror-Format: {}\n", crate::store::FORMAT_VERSION));
+    msg.push_str(&format!(
+        "Mirror-Format: {}\n",
+        crate::store::FORMAT_VERSION
+    ));
     msg
 }

@@ -104,7 +104,12 @@ impl Cache {
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.entries.len() * 96);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(self.commit.as_ref().map(|c| c.as_bytes()).unwrap_or(&[0u8; 20]));
+        out.extend_from_slice(
+            self.commit
+                .as_ref()
+                .map(|c| c.as_bytes())
+                .unwrap_or(&[0u8; 20]),
+        );
         out.extend_from_slice(&self.scan_start_ns.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
         let mut paths: Vec<_> = self.entries.keys().collect();
@@ -141,7 +146,10 @@ fn decode(data: &[u8]) -> Result<Cache> {
     if hasher.try_finalize()?.as_bytes() != sum {
         bail!("checksum mismatch");
     }
-    let mut r = Reader { data: body, pos: MAGIC.len() };
+    let mut r = Reader {
+        data: body,
+        pos: MAGIC.len(),
+    };
     let commit_bytes = r.take(20)?;
     let commit = (commit_bytes != [0u8; 20]).then(|| ObjectId::from_bytes_or_panic(commit_bytes));
     let scan_start_ns = r.i64()?;
@@ -159,9 +167,19 @@ fn decode(data: &[u8]) -> Result<Cache> {
             ino: r.u64()?,
             mode: r.u32()?,
         };
-        entries.insert(path, CacheEntry { item: Item { mode, oid }, stat });
+        entries.insert(
+            path,
+            CacheEntry {
+                item: Item { mode, oid },
+                stat,
+            },
+        );
     }
-    Ok(Cache { commit, scan_start_ns, entries })
+    Ok(Cache {
+        commit,
+        scan_start_ns,
+        entries,
+    })
 }
 
 struct Reader<'a> {
@@ -171,7 +189,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.data.len()).context("truncated")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.data.len())
+            .context("truncated")?;
         let out = &self.data[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -196,21 +218,38 @@ mod tests {
         entries.insert(
             BString::from("f"),
             CacheEntry {
-                item: Item { mode: Mode::File, oid: ObjectId::from_bytes_or_panic(&[7; 20]) },
+                item: Item {
+                    mode: Mode::File,
+                    oid: ObjectId::from_bytes_or_panic(&[7; 20]),
+                },
                 stat,
             },
         );
-        Cache { commit: None, scan_start_ns, entries }
+        Cache {
+            commit: None,
+            scan_start_ns,
+            entries,
+        }
     }
 
     #[test]
     fn racy_entries_are_not_trusted() {
         let scan = 1_700_000_000_000_000_000;
-        let stat = Stat { size: 5, mtime_ns: scan - 100, ctime_ns: scan - 100, ino: 1, mode: 0o100644 };
+        let stat = Stat {
+            size: 5,
+            mtime_ns: scan - 100,
+            ctime_ns: scan - 100,
+            ino: 1,
+            mode: 0o100644,
+        };
         // Modified within the same second as the scan: must be re-read.
         assert!(cache_with(stat, scan).lookup(b"f", &stat).is_none());
         // Old enough: trusted.
-        let old = Stat { mtime_ns: scan - 2 * RACY_WINDOW_NS, ctime_ns: scan - 2 * RACY_WINDOW_NS, ..stat };
+        let old = Stat {
+            mtime_ns: scan - 2 * RACY_WINDOW_NS,
+            ctime_ns: scan - 2 * RACY_WINDOW_NS,
+            ..stat
+        };
         assert!(cache_with(old, scan).lookup(b"f", &old).is_some());
         // Any stat difference: not trusted.
         let touched = Stat { ino: 2, ..old };
@@ -219,7 +258,13 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip_and_corruption_detected() {
-        let stat = Stat { size: 5, mtime_ns: 1, ctime_ns: 2, ino: 3, mode: 4 };
+        let stat = Stat {
+            size: 5,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            ino: 3,
+            mode: 4,
+        };
         let cache = cache_with(stat, 99);
         let bytes = cache.encode();
         let back = decode(&bytes).unwrap();

@@ -36,7 +36,11 @@ pub struct PathChange {
 }
 
 /// The working tree of `tier` as it would be recorded now (None: the directory is missing).
-pub fn working(project: &Project, shadow: &Shadow, tier: &Tier) -> Result<(snapshot::Previous, Option<snapshot::Scan>)> {
+pub fn working(
+    project: &Project,
+    shadow: &Shadow,
+    tier: &Tier,
+) -> Result<(snapshot::Previous, Option<snapshot::Scan>)> {
     let prev = snapshot::previous(shadow, &tier.name)?;
     let scan = snapshot::scan(project, shadow, tier, &prev, Store::HashOnly, &Silent)?;
     Ok((prev, scan))
@@ -55,7 +59,10 @@ pub fn status(project: &Project, shadow: &Shadow, tiers: &[String]) -> Result<Ve
             missing: scan.is_none(),
             counts: listing::count_changes(prev.listing(), now),
             changes: path_changes(&tier, prev.listing(), now),
-            unreadable: scan.as_ref().map(|s| s.unreadable.clone()).unwrap_or_default(),
+            unreadable: scan
+                .as_ref()
+                .map(|s| s.unreadable.clone())
+                .unwrap_or_default(),
             skipped: scan.as_ref().map(|s| s.skipped.clone()).unwrap_or_default(),
             tier: tier.name,
         });
@@ -69,7 +76,11 @@ pub fn path_changes(tier: &Tier, old: &Listing, new: &Listing) -> Vec<PathChange
         .into_iter()
         .map(|(p, c): (_, Change)| PathChange {
             status: c.letter(),
-            path: if tier.path == "." { p.to_str_lossy().into_owned() } else { format!("{}/{}", tier.path, p.to_str_lossy()) },
+            path: if tier.path == "." {
+                p.to_str_lossy().into_owned()
+            } else {
+                format!("{}/{}", tier.path, p.to_str_lossy())
+            },
         })
         .collect()
 }
@@ -80,7 +91,13 @@ pub fn commit_listing(shadow: &Shadow, commit: ObjectId) -> Result<Listing> {
 }
 
 /// `mirror diff`: between the working tree and a snapshot, or between two snapshots.
-pub fn diff(project: &Project, shadow: &Shadow, tiers: &[String], from: Option<&str>, to: Option<&str>) -> Result<Vec<PathChange>> {
+pub fn diff(
+    project: &Project,
+    shadow: &Shadow,
+    tiers: &[String],
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<Vec<PathChange>> {
     let mut out = Vec::new();
     match (from, to) {
         (None, _) | (Some("latest"), None) => {
@@ -100,7 +117,11 @@ pub fn diff(project: &Project, shadow: &Shadow, tiers: &[String], from: Option<&
             let (tier_a, ca) = history::resolve_rev(shadow, &project.config, a)?;
             let (_, cb) = history::resolve_rev(shadow, &project.config, b)?;
             let tier = project.config.select_tiers(&[tier_a])?.remove(0);
-            out.extend(path_changes(&tier, &commit_listing(shadow, ca)?, &commit_listing(shadow, cb)?));
+            out.extend(path_changes(
+                &tier,
+                &commit_listing(shadow, ca)?,
+                &commit_listing(shadow, cb)?,
+            ));
         }
     }
     Ok(out)

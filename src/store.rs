@@ -69,7 +69,12 @@ impl Shadow {
             .to_str()
             .with_context(|| format!("project root {} is not valid UTF-8", root.display()))?;
         config.set_raw_value_by("mirror", None, "root", root_str)?;
-        config.set_raw_value_by("mirror", None, "formatVersion", FORMAT_VERSION.to_string().as_str())?;
+        config.set_raw_value_by(
+            "mirror",
+            None,
+            "formatVersion",
+            FORMAT_VERSION.to_string().as_str(),
+        )?;
         // Bare repositories get no reflog by default; the tier history is the log we need.
         let mut out = Vec::new();
         config.write_to(&mut out)?;
@@ -104,7 +109,10 @@ impl Shadow {
             )
         })?;
         if !repo.is_bare() {
-            bail!("{} is not a bare repository; mirror only writes to bare shadow repositories", path.display());
+            bail!(
+                "{} is not a bare repository; mirror only writes to bare shadow repositories",
+                path.display()
+            );
         }
         Ok(Shadow {
             path: path.to_owned(),
@@ -161,7 +169,13 @@ impl Shadow {
     }
 
     /// Move `name` to `new`, only if it still points at `expected` (None: must not exist).
-    pub fn update_ref(&self, name: &str, new: ObjectId, expected: Option<ObjectId>, why: &str) -> Result<()> {
+    pub fn update_ref(
+        &self,
+        name: &str,
+        new: ObjectId,
+        expected: Option<ObjectId>,
+        why: &str,
+    ) -> Result<()> {
         let expected = match expected {
             Some(old) => PreviousValue::MustExistAndMatch(Target::Object(old)),
             None => PreviousValue::MustNotExist,
@@ -191,7 +205,9 @@ impl Shadow {
         if size <= STREAM_THRESHOLD {
             let mut buf = Vec::with_capacity(size as usize);
             if let Err(err) = BufReader::new(file).take(size + 1).read_to_end(&mut buf) {
-                return Ok(BlobWrite::Unreadable(ReadProblem(format!("read failed: {err}"))));
+                return Ok(BlobWrite::Unreadable(ReadProblem(format!(
+                    "read failed: {err}"
+                ))));
             }
             if buf.len() as u64 != size {
                 return Ok(BlobWrite::Unreadable(ReadProblem(format!(
@@ -233,7 +249,8 @@ impl Shadow {
         let loose = self.path.join("objects").join(&hex[..2]).join(&hex[2..]);
         match File::open(&loose) {
             Ok(file) => {
-                let mut inflate = flate2::read::ZlibDecoder::new(BufReader::with_capacity(64 * 1024, file));
+                let mut inflate =
+                    flate2::read::ZlibDecoder::new(BufReader::with_capacity(64 * 1024, file));
                 let mut header = Vec::with_capacity(32);
                 let mut byte = [0u8; 1];
                 loop {
@@ -252,9 +269,17 @@ impl Shadow {
                     .strip_prefix(b"blob ")
                     .and_then(|s| s.to_str().ok())
                     .and_then(|s| s.parse::<u64>().ok())
-                    .with_context(|| format!("object {hex} is not a blob (loose object {})", loose.display()))?;
+                    .with_context(|| {
+                        format!(
+                            "object {hex} is not a blob (loose object {})",
+                            loose.display()
+                        )
+                    })?;
                 let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-                hasher.update(&gix::objs::encode::loose_header(gix::objs::Kind::Blob, size));
+                hasher.update(&gix::objs::encode::loose_header(
+                    gix::objs::Kind::Blob,
+                    size,
+                ));
                 Ok((
                     size,
                     Box::new(VerifyingReader {
@@ -266,10 +291,9 @@ impl Shadow {
                 ))
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                let blob = self
-                    .repo
-                    .find_blob(oid)
-                    .with_context(|| format!("blob {hex} is missing from {}", self.path.display()))?;
+                let blob = self.repo.find_blob(oid).with_context(|| {
+                    format!("blob {hex} is missing from {}", self.path.display())
+                })?;
                 let data = blob.detach().data;
                 Ok((data.len() as u64, Box::new(io::Cursor::new(data))))
             }
@@ -292,7 +316,10 @@ impl Shadow {
 pub fn hash_file(file: File, size: u64) -> Result<std::result::Result<ObjectId, ReadProblem>> {
     let mut reader = ExactReader::new(file, size);
     let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-    hasher.update(&gix::objs::encode::loose_header(gix::objs::Kind::Blob, size));
+    hasher.update(&gix::objs::encode::loose_header(
+        gix::objs::Kind::Blob,
+        size,
+    ));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match reader.read(&mut buf) {
@@ -339,11 +366,16 @@ impl Read for ExactReader {
             let mut probe = [0u8; 1];
             return match self.file.read(&mut probe) {
                 Ok(0) => Ok(0),
-                Ok(_) => Err(self.fail(format!("grew while being read (expected {} bytes)", self.size))),
+                Ok(_) => Err(self.fail(format!(
+                    "grew while being read (expected {} bytes)",
+                    self.size
+                ))),
                 Err(err) => Err(self.fail(format!("read failed: {err}"))),
             };
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         match self.file.read(&mut buf[..want]) {
             Ok(0) => Err(self.fail(format!(
                 "shrank while being read (expected {} bytes, got {})",
@@ -383,7 +415,9 @@ impl<R: Read> Read for VerifyingReader<R> {
             }
             return Ok(0);
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Err(io::Error::other(format!(

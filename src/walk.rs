@@ -69,7 +69,9 @@ impl Filters {
                 .add_line(None, pattern)
                 .with_context(|| format!("invalid exclude pattern '{pattern}' in mirror.yaml"))?;
         }
-        let excludes = builder.build().context("invalid exclude patterns in mirror.yaml")?;
+        let excludes = builder
+            .build()
+            .context("invalid exclude patterns in mirror.yaml")?;
         Ok(Filters { excludes, pruned })
     }
 
@@ -113,7 +115,8 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
             Ok(entry) => entry,
             Err(err) => {
                 let path = error_path(&err).unwrap_or_else(|| tier_root.to_owned());
-                out.unreadable.push((rel_path(tier_root, &path), io_message(&err)));
+                out.unreadable
+                    .push((rel_path(tier_root, &path), io_message(&err)));
                 continue;
             }
         };
@@ -122,7 +125,8 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
         }
         let rel = rel_path(tier_root, entry.path());
         let Some(file_type) = entry.file_type() else {
-            out.unreadable.push((rel, "could not determine the file type".into()));
+            out.unreadable
+                .push((rel, "could not determine the file type".into()));
             continue;
         };
         if file_type.is_dir() {
@@ -190,7 +194,9 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
 }
 
 fn parallel_lstat(paths: &[(BString, PathBuf, bool)]) -> Vec<std::io::Result<std::fs::Metadata>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
     if threads < 2 || paths.len() < 2048 {
         return paths.iter().map(|(_, p, _)| p.symlink_metadata()).collect();
     }
@@ -198,7 +204,13 @@ fn parallel_lstat(paths: &[(BString, PathBuf, bool)]) -> Vec<std::io::Result<std
     std::thread::scope(|scope| {
         let handles: Vec<_> = paths
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|(_, p, _)| p.symlink_metadata()).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, p, _)| p.symlink_metadata())
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles
             .into_iter()

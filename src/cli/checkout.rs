@@ -45,21 +45,46 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let (project, shadow) = open_project(ctx)?;
     let target = match (&args.rev, &args.at) {
-        (_, Some(at)) => Target::At(mirror::history::parse_time(at, chrono::Local::now()).map_err(Error::Usage)?),
+        (_, Some(at)) => {
+            Target::At(mirror::history::parse_time(at, chrono::Local::now()).map_err(Error::Usage)?)
+        }
         (Some(rev), None) if rev == "latest" => Target::Latest,
         (Some(rev), None) => Target::Rev(rev.clone()),
-        (None, None) => return Err(Error::Usage("give a revision (e.g. `latest`) or --at TIME".into()).into()),
+        (None, None) => {
+            return Err(Error::Usage("give a revision (e.g. `latest`) or --at TIME".into()).into())
+        }
     };
     let _lock = mirror::lock::acquire(&shadow.path, "checkout")?;
-    let paths: Vec<PathBuf> = args.paths.iter().map(|p| if p.is_absolute() { p.clone() } else { ctx.cwd.join(p) }).collect();
-    let to = args.to.map(|d| if d.is_absolute() { d } else { ctx.cwd.join(d) });
-    let request = Request { target, tiers: args.tiers, to: to.clone(), paths, force: args.force };
+    let paths: Vec<PathBuf> = args
+        .paths
+        .iter()
+        .map(|p| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                ctx.cwd.join(p)
+            }
+        })
+        .collect();
+    let to = args
+        .to
+        .map(|d| if d.is_absolute() { d } else { ctx.cwd.join(d) });
+    let request = Request {
+        target,
+        tiers: args.tiers,
+        to: to.clone(),
+        paths,
+        force: args.force,
+    };
     let bar = super::progress::Bar::new(ctx.quiet);
     let report = mirror::checkout::checkout(&project, &shadow, &request, &bar)?;
 
     let mut exit = Exit::Ok;
     if report.config_restored {
-        eprintln!("note: restored {} from the shadow repository", project.config_path().display());
+        eprintln!(
+            "note: restored {} from the shadow repository",
+            project.config_path().display()
+        );
     }
     for (tier, why) in &report.skipped {
         eprintln!("note: {tier}: not restored: {why}");
@@ -67,13 +92,20 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     if !ctx.quiet {
         for pre in &report.pre {
             if let (Some(id), Outcome::Recorded) = (&pre.commit, &pre.outcome) {
-                println!("recorded current state of {} as {} (pre-checkout)", pre.tier, short(id));
+                println!(
+                    "recorded current state of {} as {} (pre-checkout)",
+                    pre.tier,
+                    short(id)
+                );
             }
         }
     }
     for r in &report.restored {
         if !ctx.quiet {
-            let place = to.as_ref().map(|d| format!(" into {}", d.display())).unwrap_or_default();
+            let place = to
+                .as_ref()
+                .map(|d| format!(" into {}", d.display()))
+                .unwrap_or_default();
             println!(
                 "restored {}{place} to {}: {} written, {} deleted, {} unchanged",
                 r.tier,
@@ -92,7 +124,14 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         let suffix = if request.paths.is_empty() {
             String::new()
         } else {
-            format!(" -- {}", args.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "))
+            format!(
+                " -- {}",
+                args.paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
         };
         for pre in &report.pre {
             match (&pre.commit, &pre.outcome) {

@@ -18,7 +18,13 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let (project, shadow) = open_project(ctx)?;
-    let changes = mirror::status::diff(&project, &shadow, &args.tiers, args.rev.as_deref(), args.rev2.as_deref())?;
+    let changes = mirror::status::diff(
+        &project,
+        &shadow,
+        &args.tiers,
+        args.rev.as_deref(),
+        args.rev2.as_deref(),
+    )?;
     for c in changes {
         println!("{}\t{}", c.status, c.path);
     }

@@ -26,16 +26,28 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let mut tiers = Vec::new();
     for spec in &args.tiers {
-        let (name, path) = spec
-            .split_once('=')
-            .ok_or_else(|| Error::Usage(format!("--tier '{spec}': expected NAME=PATH, e.g. --tier tier-0=tier-0")))?;
+        let (name, path) = spec.split_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "--tier '{spec}': expected NAME=PATH, e.g. --tier tier-0=tier-0"
+            ))
+        })?;
         tiers.push((name.to_owned(), path.to_owned()));
     }
-    match mirror::init::init(&ctx.cwd, &InitOptions { tiers, shadow: args.shadow })? {
+    match mirror::init::init(
+        &ctx.cwd,
+        &InitOptions {
+            tiers,
+            shadow: args.shadow,
+        },
+    )? {
         InitOutcome::Exists { config_path } => {
             println!("{} already exists; nothing changed", config_path.display());
         }
-        InitOutcome::Created { config, config_path, shadow } => {
+        InitOutcome::Created {
+            config,
+            config_path,
+            shadow,
+        } => {
             if !ctx.quiet {
                 println!("wrote {}", config_path.display());
                 for tier in &config.tiers {

@@ -21,7 +21,12 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let (project, shadow) = open_project(ctx)?;
-    let tiers: Vec<String> = project.config.select_tiers(&args.tier.into_iter().collect::<Vec<_>>())?.into_iter().map(|t| t.name).collect();
+    let tiers: Vec<String> = project
+        .config
+        .select_tiers(&args.tier.into_iter().collect::<Vec<_>>())?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     let snapshots = mirror::history::log(&shadow, &tiers, args.n)?;
     if args.json {
         json(&snapshots)?;

@@ -73,7 +73,10 @@ pub fn main() -> ExitCode {
         Ok(d) => d,
         Err(err) => return report_error(&err),
     };
-    let ctx = Context { cwd, quiet: cli.quiet };
+    let ctx = Context {
+        cwd,
+        quiet: cli.quiet,
+    };
     let result = match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Snapshot(args) => snapshot::run(&ctx, args),
@@ -103,14 +106,19 @@ fn report_error(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }
-    let usage = err
-        .chain()
-        .any(|c| matches!(c.downcast_ref::<mirror::Error>(), Some(mirror::Error::Usage(_))));
+    let usage = err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<mirror::Error>(),
+            Some(mirror::Error::Usage(_))
+        )
+    });
     ExitCode::from(if usage { 2 } else { Exit::Error as u8 })
 }
 
 /// Open the project around `ctx.cwd`, saying so when its mirror.yaml came from the shadow.
-pub fn open_project(ctx: &Context) -> anyhow::Result<(mirror::project::Project, mirror::store::Shadow)> {
+pub fn open_project(
+    ctx: &Context,
+) -> anyhow::Result<(mirror::project::Project, mirror::store::Shadow)> {
     let project = mirror::project::Project::discover(&ctx.cwd)?;
     if project.config_from_shadow {
         eprintln!(

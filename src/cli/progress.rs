@@ -16,7 +16,10 @@ const DELAY: Duration = Duration::from_secs(1);
 
 impl Bar {
     pub fn new(quiet: bool) -> Bar {
-        Bar { enabled: !quiet && std::io::stderr().is_terminal(), state: RefCell::new(None) }
+        Bar {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            state: RefCell::new(None),
+        }
     }
 }
 
@@ -26,7 +29,9 @@ impl mirror::progress::Progress for Bar {
             return;
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
-        if let Ok(style) = ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} {per_sec} eta {eta}") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(label.to_owned());

@@ -55,7 +55,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         tiers: args.tiers,
         message: args.message,
         trigger: args.trigger,
-        empty: if args.allow_empty { EmptyPolicy::Allow } else { EmptyPolicy::Refuse },
+        empty: if args.allow_empty {
+            EmptyPolicy::Allow
+        } else {
+            EmptyPolicy::Refuse
+        },
     };
     let bar = super::progress::Bar::new(ctx.quiet || args.json);
     let results = mirror::snapshot::snapshot(&project, &shadow, &options, &bar)?;
@@ -77,11 +81,24 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                     exit = exit.worst(Exit::Partial);
                     eprintln!("warning: {tier}: snapshot is partial: {} paths could not be read (listed above and in the commit message)", r.unreadable.len());
                 }
-                let id = r.commit.as_ref().map(short).unwrap_or_else(|| "-------".into());
+                let id = r
+                    .commit
+                    .as_ref()
+                    .map(short)
+                    .unwrap_or_else(|| "-------".into());
                 if !args.json && !ctx.quiet {
                     match r.outcome {
-                        Outcome::Recorded => println!("{tier:<16} {id}  {}  {} files  {}", r.counts, r.files, bytes(r.bytes)),
-                        Outcome::Unchanged => println!("{tier:<16} {id}  unchanged  {} files  {}", r.files, bytes(r.bytes)),
+                        Outcome::Recorded => println!(
+                            "{tier:<16} {id}  {}  {} files  {}",
+                            r.counts,
+                            r.files,
+                            bytes(r.bytes)
+                        ),
+                        Outcome::Unchanged => println!(
+                            "{tier:<16} {id}  unchanged  {} files  {}",
+                            r.files,
+                            bytes(r.bytes)
+                        ),
                         Outcome::Nothing => println!("{tier:<16} {id}  nothing to record"),
                     }
                 }

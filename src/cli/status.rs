@@ -24,7 +24,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     }
     for s in &statuses {
         let last = match &s.last {
-            Some(l) => format!("last snapshot {} {}", mirror::history::format_local(l.time), short(&l.id)),
+            Some(l) => format!(
+                "last snapshot {} {}",
+                mirror::history::format_local(l.time),
+                short(&l.id)
+            ),
             None => "no snapshot yet".into(),
         };
         let state = if s.missing {
@@ -39,7 +43,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             println!("  {} {}", c.status, c.path);
         }
         for n in &s.unreadable {
-            eprintln!("warning: {}: could not read {}: {}", s.tier, n.path, n.reason);
+            eprintln!(
+                "warning: {}: could not read {}: {}",
+                s.tier, n.path, n.reason
+            );
         }
     }
     Ok(Exit::Ok)

@@ -21,14 +21,22 @@ impl Env {
     /// A fresh environment with an empty project directory (`project/`) and a shadow path
     /// (`shadow.git`, not yet created) outside it.
     pub fn new() -> Env {
-        let tmp = tempfile::Builder::new().prefix("mirror-test-").tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("mirror-test-")
+            .tempdir()
+            .expect("tempdir");
         let root = tmp.path().canonicalize().expect("canonical tmp");
         let home = root.join("home");
         let project = root.join("project");
         std::fs::create_dir_all(&home).unwrap();
         std::fs::create_dir_all(&project).unwrap();
         std::fs::write(home.join("gitconfig"), "").unwrap();
-        Env { shadow: root.join("shadow.git"), tmp, home, project }
+        Env {
+            shadow: root.join("shadow.git"),
+            tmp,
+            home,
+            project,
+        }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -66,7 +74,11 @@ impl Env {
     }
 
     pub fn mirror_in(&self, dir: &Path, args: &[&str]) -> Output {
-        self.cmd().current_dir(dir).args(args).output().expect("run mirror")
+        self.cmd()
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("run mirror")
     }
 
     /// Run mirror and require exit 0; returns stdout.
@@ -80,7 +92,10 @@ impl Env {
     pub fn git(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new("git");
         self.isolate(&mut cmd);
-        cmd.current_dir(&self.project).args(args).output().expect("run git")
+        cmd.current_dir(&self.project)
+            .args(args)
+            .output()
+            .expect("run git")
     }
 
     pub fn git_ok(&self, args: &[&str]) -> String {
@@ -150,8 +165,15 @@ pub fn assert_exit(out: &Output, code: i32, what: &str) {
 /// bits and modification time (ns). Directories are listed without times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    File { content: Vec<u8>, mode: u32, mtime_ns: i64 },
-    Link { target: Vec<u8>, mtime_ns: i64 },
+    File {
+        content: Vec<u8>,
+        mode: u32,
+        mtime_ns: i64,
+    },
+    Link {
+        target: Vec<u8>,
+        mtime_ns: i64,
+    },
     Dir,
     Special,
 }
@@ -171,16 +193,32 @@ fn read_tree(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<Vec<u8>,
             continue;
         }
         let path = entry.path();
-        let rel = path.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
         let md = path.symlink_metadata().unwrap();
         let mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
         let node = if md.file_type().is_symlink() {
-            Node::Link { target: std::fs::read_link(&path).unwrap().as_os_str().as_bytes().to_vec(), mtime_ns }
+            Node::Link {
+                target: std::fs::read_link(&path)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec(),
+                mtime_ns,
+            }
         } else if md.is_dir() {
             read_tree(root, &path, skip, out);
             Node::Dir
         } else if md.is_file() {
-            Node::File { content: std::fs::read(&path).unwrap(), mode: md.permissions().mode() & 0o777, mtime_ns }
+            Node::File {
+                content: std::fs::read(&path).unwrap(),
+                mode: md.permissions().mode() & 0o777,
+                mtime_ns,
+            }
         } else {
             Node::Special
         };
