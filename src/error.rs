@@ -35,7 +35,7 @@ pub enum Error {
         waited_secs: u64,
     },
 
-    #[error("shadow repository {} belongs to project root {}, not {} — run `mirror init --shadow NEW_PATH` here, or move the project back", shadow.display(), recorded.display(), actual.display())]
+    #[error("shadow repository {} belongs to project root {}, not {} — if this is a copy, run `mirror init --shadow NEW_PATH` here to give it its own shadow repository; otherwise run mirror in the recorded root", shadow.display(), recorded.display(), actual.display())]
     ForeignRoot {
         shadow: PathBuf,
         recorded: PathBuf,

@@ -196,17 +196,18 @@ pub fn parse_time(text: &str, now: DateTime<Local>) -> Result<i64, String> {
         let n: i64 = n
             .parse()
             .map_err(|_| format!("'{t}': '{n}' is not a number"))?;
-        let secs =
-            match unit.trim_end_matches('s') {
-                "second" | "sec" => 1,
-                "minute" | "min" => 60,
-                "hour" => 3600,
-                "day" => 86_400,
-                "week" => 604_800,
-                other => return Err(format!(
+        let secs = match unit.trim_end_matches('s') {
+            "second" | "sec" => 1,
+            "minute" | "min" => 60,
+            "hour" => 3600,
+            "day" => 86_400,
+            "week" => 604_800,
+            other => {
+                return Err(format!(
                     "'{t}': unknown unit '{other}' (use seconds, minutes, hours, days or weeks)"
-                )),
-            };
+                ))
+            }
+        };
         return Ok(now.timestamp() - n * secs);
     }
     Err(format!(

@@ -23,6 +23,61 @@ pub enum InitOutcome {
         config_path: PathBuf,
         shadow: PathBuf,
     },
+    /// mirror.yaml existed but its shadow belongs to another project root (this directory is
+    /// a copy) or is gone; `--shadow` gave this project a new shadow of its own.
+    Retargeted {
+        config: Config,
+        config_path: PathBuf,
+        shadow: PathBuf,
+        old_shadow: PathBuf,
+    },
+}
+
+/// An existing mirror.yaml is left alone, except in one case: its shadow repository records
+/// another project root (a copied project) or does not exist, and `--shadow` was given. Then
+/// the copy gets its own new shadow, and only the `shadow:` line changes — which is what the
+/// foreign-root error tells the user to do.
+fn retarget(root: &Path, config_path: &Path, options: &InitOptions) -> Result<InitOutcome> {
+    let exists = || {
+        Ok(InitOutcome::Exists {
+            config_path: config_path.to_owned(),
+        })
+    };
+    let Some(new_shadow) = &options.shadow else {
+        return exists();
+    };
+    let config = Config::load(config_path)?;
+    let old_shadow = if config.shadow.is_absolute() {
+        config.shadow.clone()
+    } else {
+        root.join(&config.shadow)
+    };
+    let foreign = match Shadow::open(&old_shadow) {
+        Ok(shadow) => shadow.recorded_root().as_deref() != Some(root),
+        Err(_) => !old_shadow.exists(),
+    };
+    if !foreign {
+        return exists();
+    }
+    let new_shadow = if new_shadow.is_absolute() {
+        new_shadow.clone()
+    } else {
+        root.join(new_shadow)
+    };
+    Shadow::create(&new_shadow, root, &config.tiers[0].name)?;
+    let shadow = new_shadow.canonicalize()?;
+    let config = Config {
+        shadow: shadow.clone(),
+        ..config
+    };
+    crate::store::write_atomically(config_path, config.to_yaml().as_bytes())?;
+    crate::registry::register(root, &shadow)?;
+    Ok(InitOutcome::Retargeted {
+        config,
+        config_path: config_path.to_owned(),
+        shadow,
+        old_shadow,
+    })
 }
 
 pub fn init(root: &Path, options: &InitOptions) -> Result<InitOutcome> {
@@ -31,7 +86,7 @@ pub fn init(root: &Path, options: &InitOptions) -> Result<InitOutcome> {
         .with_context(|| format!("could not resolve {}", root.display()))?;
     let config_path = root.join(CONFIG_FILE);
     if config_path.exists() {
-        return Ok(InitOutcome::Exists { config_path });
+        return retarget(&root, &config_path, options);
     }
     let tiers = if options.tiers.is_empty() {
         detect_tiers(&root)?

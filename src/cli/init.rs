@@ -43,6 +43,19 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         InitOutcome::Exists { config_path } => {
             println!("{} already exists; nothing changed", config_path.display());
         }
+        InitOutcome::Retargeted {
+            config_path,
+            shadow,
+            old_shadow,
+            ..
+        } => {
+            println!(
+                "{}: its shadow {} belongs to another project root; this project now uses the new shadow repository {}",
+                config_path.display(),
+                old_shadow.display(),
+                shadow.display()
+            );
+        }
         InitOutcome::Created {
             config,
             config_path,
