@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::objs::tree::{Entry, EntryKind, EntryMode};
+use gix::objs::Write as _;
 use gix::ObjectId;
 
 use crate::store::Shadow;
@@ -69,12 +70,16 @@ pub type Listing = BTreeMap<BString, Item>;
 /// Write the trees for `listing` and return the root tree id.
 pub fn write_tree(shadow: &Shadow, listing: &Listing) -> Result<ObjectId> {
     let entries: Vec<(&[u8], &Item)> = listing.iter().map(|(p, i)| (p.as_slice(), i)).collect();
-    // The empty tree must exist as an object for `git fsck` connectivity checks.
-    let empty = shadow
-        .repo
-        .write_object(gix::objs::Tree::empty())
-        .context("could not write the empty tree")?
-        .detach();
+    // An empty directory points at the empty tree, which must then exist as an object for
+    // `git fsck` connectivity; written only when used, so it is never a dangling object.
+    let empty = ObjectId::empty_tree(gix::hash::Kind::Sha1);
+    if listing.values().any(|i| i.mode == Mode::EmptyDir) {
+        shadow
+            .repo
+            .objects
+            .write_buf(gix::objs::Kind::Tree, &[])
+            .context("could not write the empty tree")?;
+    }
     write_dir(shadow, &entries, empty)
 }
 
