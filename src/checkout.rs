@@ -105,6 +105,30 @@ pub fn checkout(
         targets.push((listing, mtimes));
     }
 
+    // A path that matches nothing is almost always a typo (or a path relative to the wrong
+    // directory); like `git checkout`, refuse it instead of "restoring" nothing.
+    for (sel, (target, _)) in selections.iter().zip(&targets) {
+        for scope in &sel.scopes {
+            let in_target = target.keys().any(|p| listing::in_scope(p, scope));
+            let on_disk = request.to.is_none()
+                && project
+                    .tier_root(&sel.tier)
+                    .join(OsStr::from_bytes(scope))
+                    .symlink_metadata()
+                    .is_ok();
+            if !in_target && !on_disk {
+                return Err(Error::Usage(format!(
+                    "path '{}' (in tier '{}') matches nothing in snapshot {} nor on disk — paths are relative to the project root {}",
+                    scope,
+                    sel.tier.name,
+                    sel.commit.to_hex_with_len(7),
+                    project.root.display()
+                ))
+                .into());
+            }
+        }
+    }
+
     let mut report = Report {
         restored: Vec::new(),
         pre: Vec::new(),

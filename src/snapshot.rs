@@ -207,6 +207,9 @@ pub fn scan(
         &format!("{}: reading", tier.name),
         walked.files.len() as u64,
     );
+    // The walk is sorted by path, so the maps below are bulk-built from sorted vectors.
+    let mut items = Vec::with_capacity(walked.files.len());
+    let mut times = Vec::with_capacity(walked.files.len());
     for entry in &walked.files {
         progress.advance(1);
         let cached = prev
@@ -226,10 +229,12 @@ pub fn scan(
         };
         out.files += 1;
         out.bytes += stat.size;
-        out.listing.insert(entry.rel.clone(), item);
-        out.mtimes.insert(entry.rel.clone(), stat.mtime_ns);
+        items.push((entry.rel.clone(), item));
+        times.push((entry.rel.clone(), stat.mtime_ns));
         out.stats.push((entry.rel.clone(), stat));
     }
+    out.listing = items.into_iter().collect();
+    out.mtimes = times.into_iter().collect();
     progress.end();
 
     // Unreadable paths keep their previously recorded version: a permission problem must not

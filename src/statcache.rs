@@ -8,7 +8,6 @@
 //! the file by more than the filesystem's timestamp granularity; otherwise a rewrite within
 //! the same tick keeps size and mtime. Such entries are never trusted (see [`Cache::lookup`]).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -18,7 +17,11 @@ use gix::ObjectId;
 use crate::listing::{Item, Listing, Mode};
 use crate::meta::Mtimes;
 
-const MAGIC: &[u8] = b"MIRRORSTAT1\n";
+const MAGIC: &[u8] = b"MIRRORSTAT2\n";
+
+/// Path → entry. foldhash rather than SipHash: the keys are our own file names, and this map
+/// is probed once per file on every snapshot.
+pub type Entries = std::collections::HashMap<BString, CacheEntry, foldhash::fast::RandomState>;
 
 /// Coarsest timestamp granularity we allow for (ext3, HFS+: 1 s).
 const RACY_WINDOW_NS: i64 = 1_000_000_000;
@@ -33,6 +36,16 @@ pub struct Stat {
 }
 
 impl Stat {
+    pub fn from_raw(st: &rustix::fs::Stat) -> Stat {
+        Stat {
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
+            ino: st.st_ino,
+            mode: st.st_mode,
+        }
+    }
+
     pub fn from_metadata(md: &std::fs::Metadata) -> Stat {
         use std::os::unix::fs::MetadataExt;
         Stat {
@@ -57,7 +70,7 @@ pub struct Cache {
     pub commit: Option<ObjectId>,
     /// Wall-clock time (ns) when the scan that produced these stats started.
     pub scan_start_ns: i64,
-    pub entries: HashMap<BString, CacheEntry>,
+    pub entries: Entries,
 }
 
 impl Cache {
@@ -126,24 +139,19 @@ impl Cache {
             out.extend_from_slice(&e.stat.ino.to_le_bytes());
             out.extend_from_slice(&e.stat.mode.to_le_bytes());
         }
-        let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-        hasher.update(&out);
-        // Hashing a buffer in memory cannot fail with SHA-1 collision detection off the hot path.
-        if let Ok(sum) = hasher.try_finalize() {
-            out.extend_from_slice(sum.as_bytes());
-        }
+        // A checksum against torn or corrupted files, not against tampering.
+        let sum = crc32fast::hash(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
         out
     }
 }
 
 fn decode(data: &[u8]) -> Result<Cache> {
-    if data.len() < MAGIC.len() + 20 + 16 + 20 || !data.starts_with(MAGIC) {
+    if data.len() < MAGIC.len() + 20 + 16 + 4 || !data.starts_with(MAGIC) {
         bail!("bad header");
     }
-    let (body, sum) = data.split_at(data.len() - 20);
-    let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-    hasher.update(body);
-    if hasher.try_finalize()?.as_bytes() != sum {
+    let (body, sum) = data.split_at(data.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != sum {
         bail!("checksum mismatch");
     }
     let mut r = Reader {
@@ -154,7 +162,8 @@ fn decode(data: &[u8]) -> Result<Cache> {
     let commit = (commit_bytes != [0u8; 20]).then(|| ObjectId::from_bytes_or_panic(commit_bytes));
     let scan_start_ns = r.i64()?;
     let count = r.u64()?;
-    let mut entries = HashMap::with_capacity(count.min(10_000_000) as usize);
+    let mut entries =
+        Entries::with_capacity_and_hasher(count.min(10_000_000) as usize, Default::default());
     for _ in 0..count {
         let len = r.u32()? as usize;
         let path = BString::from(r.take(len)?);
@@ -214,7 +223,7 @@ mod tests {
     use super::*;
 
     fn cache_with(stat: Stat, scan_start_ns: i64) -> Cache {
-        let mut entries = HashMap::new();
+        let mut entries = Entries::default();
         entries.insert(
             BString::from("f"),
             CacheEntry {

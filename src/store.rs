@@ -291,6 +291,12 @@ impl Shadow {
                 ))
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                if let Some(found) = self.open_packed_blob(oid)? {
+                    return Ok(found);
+                }
+                // A deltified entry must be reconstructed from its base: only gix can do that,
+                // and it does so in memory. Git never deltifies blobs above
+                // core.bigFileThreshold (512 MiB), so large files do not end up here.
                 let blob = self.repo.find_blob(oid).with_context(|| {
                     format!("blob {hex} is missing from {}", self.path.display())
                 })?;
@@ -299,6 +305,57 @@ impl Shadow {
             }
             Err(err) => Err(err).with_context(|| format!("could not open {}", loose.display())),
         }
+    }
+
+    /// Stream a blob stored whole (undeltified) in a pack, as after `git gc` or a fetch: the
+    /// entry is a plain zlib stream, inflated incrementally straight from the mapped pack.
+    /// `None` when no pack has it undeltified.
+    fn open_packed_blob(&self, oid: &gix::oid) -> Result<Option<(u64, Box<dyn Read + '_>)>> {
+        use gix::odb::pack;
+        let dir = self.path.join("objects").join("pack");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(None);
+        };
+        for entry in entries {
+            let idx_path = entry?.path();
+            if idx_path.extension().is_none_or(|e| e != "idx") {
+                continue;
+            }
+            let index = pack::index::File::at(&idx_path, gix::hash::Kind::Sha1)
+                .with_context(|| format!("could not read pack index {}", idx_path.display()))?;
+            let Some(i) = index.lookup(oid) else { continue };
+            let pack_path = idx_path.with_extension("pack");
+            let data = pack::data::File::at(&pack_path, gix::hash::Kind::Sha1)
+                .with_context(|| format!("could not read pack {}", pack_path.display()))?;
+            let entry = data
+                .entry(index.pack_offset_at_index(i))
+                .with_context(|| format!("corrupt entry for {oid} in {}", pack_path.display()))?;
+            if entry.header != pack::data::entry::Header::Blob {
+                return Ok(None);
+            }
+            let size = entry.decompressed_size;
+            // Read with plain reads, not through the mapping: mapped pages of a 1 GiB pack
+            // would count as resident memory of this process.
+            let mut file = File::open(&pack_path)
+                .with_context(|| format!("could not open {}", pack_path.display()))?;
+            io::Seek::seek(&mut file, io::SeekFrom::Start(entry.data_offset))?;
+            let end = data.pack_end() as u64;
+            let compressed =
+                BufReader::with_capacity(64 * 1024, file.take(end - entry.data_offset));
+            let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
+            hasher.update(&gix::objs::encode::loose_header(
+                gix::objs::Kind::Blob,
+                size,
+            ));
+            let reader = VerifyingReader {
+                inner: flate2::read::ZlibDecoder::new(compressed),
+                hasher: Some(hasher),
+                expected: oid.to_owned(),
+                remaining: size,
+            };
+            return Ok(Some((size, Box::new(reader))));
+        }
+        Ok(None)
     }
 
     /// Read a whole (small) blob, e.g. a note or `mirror.yaml`.

@@ -79,16 +79,19 @@ impl Filters {
         if path.file_name().is_some_and(|n| n == ".git") {
             return false;
         }
-        if self.pruned.contains(path) {
+        // Pruned paths (the shadow, nested tier roots) are directories; checking only
+        // directories keeps a hash of every file path off the hot path.
+        if is_dir && self.pruned.contains(path) {
             return false;
         }
-        !self.excludes.matched(path, is_dir).is_ignore()
+        self.excludes.is_empty() || !self.excludes.matched(path, is_dir).is_ignore()
     }
 }
 
-/// Walk the tier rooted at `tier_root`.
+/// Walk the tier rooted at `tier_root`, in parallel: directory reads and the `lstat` of every
+/// entry (which dominate a no-change snapshot) run on all cores. The result is sorted by path,
+/// so it does not depend on thread scheduling.
 pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
-    let mut out = Walk::default();
     let mut builder = ignore::WalkBuilder::new(tier_root);
     builder
         .standard_filters(false)
@@ -101,37 +104,85 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
         .require_git(false)
         .follow_links(false)
         .add_custom_ignore_filename(".mirrorignore");
-    // SAFETY of the borrow: the closure must be 'static, so it gets its own copy of the filters.
-    let excludes = filters.excludes.clone();
-    let pruned = filters.pruned.clone();
-    let own = Filters { excludes, pruned };
+    // The filter closure must be 'static, so it gets its own copy of the filters.
+    let own = Filters {
+        excludes: filters.excludes.clone(),
+        pruned: filters.pruned.clone(),
+    };
     builder.filter_entry(move |entry| {
         let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
         entry.depth() == 0 || own.keep(entry.path(), is_dir)
     });
-    let mut pending: Vec<(BString, PathBuf, bool)> = Vec::new();
-    for result in builder.build() {
+    let (tx, rx) = std::sync::mpsc::channel::<Walk>();
+    builder.build_parallel().run(|| {
+        let mut collector = Collector {
+            root: tier_root,
+            out: Walk::default(),
+            tx: tx.clone(),
+            dir: None,
+        };
+        Box::new(move |result| {
+            collector.visit(result);
+            ignore::WalkState::Continue
+        })
+    });
+    drop(tx);
+    let mut out = Walk::default();
+    for part in rx {
+        out.files.extend(part.files);
+        out.dirs.extend(part.dirs);
+        out.skipped.extend(part.skipped);
+        out.unreadable.extend(part.unreadable);
+    }
+    out.files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    out.dirs.sort_unstable();
+    out.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    out.unreadable.sort();
+    Ok(out)
+}
+
+/// One walker thread's share of the results; sent back when the thread's visitor is dropped.
+struct Collector<'a> {
+    root: &'a Path,
+    out: Walk,
+    tx: std::sync::mpsc::Sender<Walk>,
+    /// The directory of the previous entry, held open: `fstatat` relative to it spares the
+    /// kernel the walk over every leading path component.
+    dir: Option<(PathBuf, std::io::Result<std::os::fd::OwnedFd>)>,
+}
+
+impl Drop for Collector<'_> {
+    fn drop(&mut self) {
+        // The receiver lives until every visitor is gone, so this cannot fail.
+        let _ = self.tx.send(std::mem::take(&mut self.out));
+    }
+}
+
+impl Collector<'_> {
+    fn visit(&mut self, result: Result<ignore::DirEntry, ignore::Error>) {
         let entry = match result {
             Ok(entry) => entry,
             Err(err) => {
-                let path = error_path(&err).unwrap_or_else(|| tier_root.to_owned());
-                out.unreadable
-                    .push((rel_path(tier_root, &path), io_message(&err)));
-                continue;
+                let path = error_path(&err).unwrap_or_else(|| self.root.to_owned());
+                self.out
+                    .unreadable
+                    .push((rel_path(self.root, &path), io_message(&err)));
+                return;
             }
         };
         if entry.depth() == 0 {
-            continue;
+            return;
         }
-        let rel = rel_path(tier_root, entry.path());
+        let rel = rel_path(self.root, entry.path());
         let Some(file_type) = entry.file_type() else {
-            out.unreadable
+            self.out
+                .unreadable
                 .push((rel, "could not determine the file type".into()));
-            continue;
+            return;
         };
         if file_type.is_dir() {
-            out.dirs.push(rel);
-            continue;
+            self.out.dirs.push(rel);
+            return;
         }
         let special = if file_type.is_fifo() {
             Some("fifo")
@@ -145,79 +196,68 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
             None
         };
         if let Some(what) = special {
-            out.skipped.push(Notice {
+            self.out.skipped.push(Notice {
                 path: rel.to_string(),
                 reason: format!("{what} (not a regular file), skipped"),
             });
-            continue;
+            return;
         }
         if entry
             .file_name()
             .as_bytes()
             .starts_with(TEMP_PREFIX.as_bytes())
         {
-            out.skipped.push(Notice {
+            self.out.skipped.push(Notice {
                 path: rel.to_string(),
                 reason: "leftover temporary file of an interrupted mirror checkout, skipped".into(),
             });
-            continue;
+            return;
         }
-        pending.push((rel, entry.path().to_owned(), file_type.is_symlink()));
-    }
-    // lstat dominates a no-change snapshot (path lookups in the kernel, CPU-bound on a warm
-    // cache), so it runs on all cores; the walk itself stays sequential.
-    let stats = parallel_lstat(&pending);
-    for ((rel, abs, is_link), md) in pending.into_iter().zip(stats) {
-        let md = match md {
-            Ok(md) => md,
+        let abs = entry.into_path();
+        let stat = match self.lstat(&abs) {
+            Ok(stat) => stat,
             Err(err) => {
-                out.unreadable.push((rel, format!("stat failed: {err}")));
-                continue;
+                self.out
+                    .unreadable
+                    .push((rel, format!("stat failed: {err}")));
+                return;
             }
         };
-        let kind = if is_link {
+        let kind = if file_type.is_symlink() {
             Kind::Link
         } else {
-            use std::os::unix::fs::PermissionsExt;
             Kind::File {
-                executable: md.permissions().mode() & 0o111 != 0,
+                executable: stat.mode & 0o111 != 0,
             }
         };
-        out.files.push(WalkEntry {
+        self.out.files.push(WalkEntry {
             rel,
             abs,
             kind,
-            stat: Stat::from_metadata(&md),
+            stat,
         });
     }
-    Ok(out)
-}
 
-fn parallel_lstat(paths: &[(BString, PathBuf, bool)]) -> Vec<std::io::Result<std::fs::Metadata>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if threads < 2 || paths.len() < 2048 {
-        return paths.iter().map(|(_, p, _)| p.symlink_metadata()).collect();
+    fn lstat(&mut self, abs: &Path) -> std::io::Result<Stat> {
+        use rustix::fs::{open, statat, AtFlags, Mode, OFlags};
+        let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+            return abs.symlink_metadata().map(|m| Stat::from_metadata(&m));
+        };
+        if self.dir.as_ref().is_none_or(|(p, _)| p != parent) {
+            let fd = open(
+                parent,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            );
+            self.dir = Some((parent.to_owned(), fd.map_err(std::io::Error::from)));
+        }
+        match &self.dir {
+            Some((_, Ok(fd))) => statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| Stat::from_raw(&st))
+                .map_err(std::io::Error::from),
+            _ => abs.symlink_metadata().map(|m| Stat::from_metadata(&m)),
+        }
     }
-    let chunk = paths.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = paths
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(_, p, _)| p.symlink_metadata())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            // A panic in lstat would be a bug in std; propagate it rather than hide it.
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
 }
 
 pub fn rel_path(root: &Path, path: &Path) -> BString {

@@ -55,17 +55,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         }
     };
     let _lock = mirror::lock::acquire(&shadow.path, "checkout")?;
-    let paths: Vec<PathBuf> = args
-        .paths
-        .iter()
-        .map(|p| {
-            if p.is_absolute() {
-                p.clone()
-            } else {
-                ctx.cwd.join(p)
-            }
-        })
-        .collect();
+    // Paths are relative to the project root (as the issue specifies), whatever the cwd.
+    let paths = args.paths.clone();
     let to = args
         .to
         .map(|d| if d.is_absolute() { d } else { ctx.cwd.join(d) });
