@@ -1553,6 +1553,51 @@ fn git_log_of_a_tier_branch_lists_its_snapshots() {
 }
 
 #[test]
+fn format_md_recovery_recipe_restores_the_tier_with_plain_git() {
+    // docs/format.md promises recovery with git alone; run its byte-exact recipe verbatim.
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/format.md")).unwrap();
+    let start = doc
+        .find("mkdir restore && cd restore")
+        .expect("recipe start in docs/format.md");
+    let end = start + doc[start..].find("\ndone\n").expect("recipe end") + "\ndone\n".len();
+    let recipe = &doc[start..end];
+    let env = odd_env();
+    env.ok(&["snapshot"]);
+    let work = env.root().join("recovery");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut cmd = std::process::Command::new("bash");
+    env.isolate(&mut cmd);
+    let out = cmd
+        .arg("-c")
+        .arg(recipe)
+        .env("S", &env.shadow)
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0, "the docs/format.md recipe");
+    let got = plain_files(&work.join("restore"));
+    let want = plain_files(&env.path("tier-0"));
+    assert!(want.len() >= 9, "{want:?}");
+    assert_eq!(
+        got, want,
+        "the recipe must give back every file and link byte for byte"
+    );
+    let dirs = |root: &Path| -> BTreeSet<Vec<u8>> {
+        tree(root, &[".git"])
+            .into_iter()
+            .filter(|(_, n)| *n == Node::Dir)
+            .map(|(p, _)| p)
+            .collect()
+    };
+    assert_eq!(
+        dirs(&work.join("restore")),
+        dirs(&env.path("tier-0")),
+        "empty directories too"
+    );
+}
+
+#[test]
 fn git_clone_and_checkout_yields_the_tier_files() {
     let env = odd_env();
     env.ok(&["snapshot"]);
