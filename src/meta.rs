@@ -100,17 +100,14 @@ pub fn write_note(
         blob,
     )?;
     let tree = editor.write()?.detach();
-    let note_commit = gix::objs::Commit {
+    shadow.append_commit(
+        NOTES_REF,
+        previous,
         tree,
-        parents: previous.into_iter().collect(),
-        author: signature.clone(),
-        committer: signature.clone(),
-        encoding: None,
-        message: format!("Notes added by 'mirror snapshot' for {commit}\n").into(),
-        extra_headers: Vec::new(),
-    };
-    let id = shadow.repo.write_object(&note_commit)?.detach();
-    shadow.update_ref(NOTES_REF, id, previous, "mirror: note")
+        format!("Notes added by 'mirror snapshot' for {commit}\n"),
+        signature,
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -150,16 +150,12 @@ pub fn record_config(
         .edit_tree(ObjectId::empty_tree(gix::hash::Kind::Sha1))?;
     editor.upsert(CONFIG_FILE, gix::objs::tree::EntryKind::Blob, blob)?;
     let tree = editor.write()?.detach();
-    let commit = gix::objs::Commit {
+    shadow.append_commit(
+        CONFIG_REF,
+        previous,
         tree,
-        parents: previous.into_iter().collect(),
-        author: signature.clone(),
-        committer: signature.clone(),
-        encoding: None,
-        message: "mirror.yaml\n".into(),
-        extra_headers: Vec::new(),
-    };
-    let id = shadow.repo.write_object(&commit)?.detach();
-    shadow.update_ref(CONFIG_REF, id, previous, "mirror: config")?;
+        "mirror.yaml\n".into(),
+        signature,
+    )?;
     Ok(blob)
 }

@@ -533,16 +533,7 @@ fn snapshot_tier(
         let tree = listing::write_tree(shadow, &scan.listing)?;
         let meta_blob = shadow.write_blob(&meta::encode(&scan.mtimes))?;
         let message = commit_message(tier, context, &report);
-        let commit = gix::objs::Commit {
-            tree,
-            parents: prev.tip.into_iter().collect(),
-            author: context.signature.clone(),
-            committer: context.signature.clone(),
-            encoding: None,
-            message: message.into(),
-            extra_headers: Vec::new(),
-        };
-        let id = shadow.repo.write_object(&commit)?.detach();
+        let id = shadow.write_commit(tree, prev.tip, message, &context.signature)?;
         // The note goes first: a crash before the ref moves leaves only a note on a dangling
         // commit, never a recorded commit without its metadata.
         meta::write_note(shadow, id, meta_blob, &context.signature)?;

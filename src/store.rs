@@ -200,6 +200,44 @@ impl Shadow {
         Ok(())
     }
 
+    /// Write a commit of `tree` on top of `parent` (none for a first commit).
+    pub fn write_commit(
+        &self,
+        tree: ObjectId,
+        parent: Option<ObjectId>,
+        message: String,
+        signature: &gix::actor::Signature,
+    ) -> Result<ObjectId> {
+        let commit = gix::objs::Commit {
+            tree,
+            parents: parent.into_iter().collect(),
+            author: signature.clone(),
+            committer: signature.clone(),
+            encoding: None,
+            message: message.into(),
+            extra_headers: Vec::new(),
+        };
+        Ok(self
+            .repo
+            .write_object(&commit)
+            .with_context(|| format!("could not write a commit into {}", self.path.display()))?
+            .detach())
+    }
+
+    /// Append a commit of `tree` to the ref `name`, whose current value is `previous`.
+    pub fn append_commit(
+        &self,
+        name: &str,
+        previous: Option<ObjectId>,
+        tree: ObjectId,
+        message: String,
+        signature: &gix::actor::Signature,
+    ) -> Result<ObjectId> {
+        let id = self.write_commit(tree, previous, message, signature)?;
+        self.update_ref(name, id, previous, &format!("mirror: {name}"))?;
+        Ok(id)
+    }
+
     /// Store the content of an open file as a blob, checking that exactly `size` bytes are read.
     pub fn write_file_blob(&self, file: File, size: u64) -> Result<BlobWrite> {
         if size <= STREAM_THRESHOLD {
