@@ -114,6 +114,16 @@ impl Shadow {
                 path.display()
             );
         }
+        let version = repo
+            .config_snapshot()
+            .integer("mirror.formatVersion")
+            .unwrap_or(i64::from(FORMAT_VERSION));
+        if version > i64::from(FORMAT_VERSION) {
+            bail!(
+                "{} uses shadow format version {version}, written by a newer mirror (this one knows version {FORMAT_VERSION}) — upgrade mirror",
+                path.display()
+            );
+        }
         Ok(Shadow {
             path: path.to_owned(),
             repo,

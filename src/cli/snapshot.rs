@@ -75,7 +75,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                     eprintln!("error: {tier}: could not read {}: {}", n.path, n.reason);
                 }
                 if let Some((deleted, total)) = r.mass_delete {
-                    eprintln!("WARNING: {tier}: this snapshot deletes {deleted} of {total} files (more than half) — if that is a mistake, `mirror checkout latest~1 --tier {tier}`... see `mirror log`");
+                    eprintln!("WARNING: {tier}: this snapshot deletes {deleted} of {total} files (more than half); if that was a mistake, `mirror checkout tiers/{tier}~1` brings them back");
                 }
                 if !r.unreadable.is_empty() {
                     exit = exit.worst(Exit::Partial);

@@ -1672,3 +1672,18 @@ fn metadata_note_and_config_ref_are_readable_with_plain_git() {
     let note = env.shadow_git(&["notes", "--ref=mirror", "show", &tip(&env, "tier-0")]);
     assert_exit(&note, 0, "note of the second snapshot");
 }
+
+#[test]
+fn shadow_of_a_newer_format_is_refused_untouched() {
+    // A later mirror may extend the format; this one must not write into what it cannot read.
+    let env = two_tier_env();
+    env.ok(&["snapshot"]);
+    let out = env.shadow_git(&["config", "mirror.formatVersion", "2"]);
+    assert_exit(&out, 0, "git config");
+    let before = refs(&env);
+    env.write("tier-0/new.txt", "new");
+    let out = env.mirror(&["snapshot"]);
+    assert_exit(&out, 1, "snapshot into a newer-format shadow");
+    assert!(stderr(&out).contains("newer mirror"), "{}", stderr(&out));
+    assert_eq!(refs(&env), before, "nothing may be written");
+}
