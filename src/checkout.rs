@@ -177,16 +177,35 @@ pub fn checkout(
         }
     };
 
+    // Read once: umask can only be read by setting it, so set it straight back.
+    let umask = {
+        use rustix::fs::Mode;
+        let old = rustix::process::umask(Mode::from_raw_mode(0o022));
+        rustix::process::umask(old);
+        old.as_raw_mode()
+    };
+    // In place, the project's mirror.yaml is never rolled back with tier `.`: it has its own
+    // history (refs/mirror/config), and an old one could drop tiers added since.
+    let keep_config = request.to.is_none() && project.config_path().exists();
+    if keep_config {
+        for (sel, (target, _)) in selections.iter().zip(targets.iter_mut()) {
+            if sel.tier.path == "." {
+                target.remove(crate::config::CONFIG_FILE.as_bytes());
+            }
+        }
+    }
     for (sel, (target, target_mtimes)) in selections.iter().zip(&targets) {
-        let dest = if sel.tier.path == "." {
-            dest_base.clone()
-        } else {
-            dest_base.join(&sel.tier.path)
-        };
-        let (current, current_mtimes) = match report.pre.iter().find(|p| p.tier == sel.tier.name) {
-            Some(pre) => (pre.listing.clone(), pre.mtimes.clone()),
-            None => Default::default(),
-        };
+        let dest = project
+            .tier_dir_under(&dest_base, &sel.tier, true)?
+            .context("tier directory could not be created")?;
+        let (mut current, current_mtimes) =
+            match report.pre.iter().find(|p| p.tier == sel.tier.name) {
+                Some(pre) => (pre.listing.clone(), pre.mtimes.clone()),
+                None => Default::default(),
+            };
+        if keep_config && sel.tier.path == "." {
+            current.remove(crate::config::CONFIG_FILE.as_bytes());
+        }
         let mut restore = TierRestore {
             tier: sel.tier.name.clone(),
             commit: sel.commit,
@@ -203,6 +222,7 @@ pub fn checkout(
             current: &current,
             current_mtimes: &current_mtimes,
             scopes: &sel.scopes,
+            umask,
         };
         plan.run(&mut restore, progress).with_context(|| {
             format!(
@@ -394,6 +414,7 @@ struct Plan<'a> {
     current: &'a Listing,
     current_mtimes: &'a Mtimes,
     scopes: &'a [BString],
+    umask: u32,
 }
 
 fn kind(mode: Mode) -> u8 {
@@ -407,6 +428,41 @@ fn kind(mode: Mode) -> u8 {
 impl Plan<'_> {
     fn in_scope(&self, path: &[u8]) -> bool {
         self.scopes.is_empty() || self.scopes.iter().any(|s| listing::in_scope(path, s))
+    }
+
+    /// Is what is on disk at `rel` something other than what the pre-checkout snapshot
+    /// recorded? Then it must not be replaced or removed: it is not in any snapshot (an
+    /// excluded file, a nested tier's file) or it changed while the checkout was running.
+    fn changed_since_scan(&self, rel: &[u8], abs: &Path) -> Option<String> {
+        let md = abs.symlink_metadata().ok()?;
+        let on_disk = if md.file_type().is_symlink() {
+            1
+        } else if md.is_dir() {
+            2
+        } else {
+            0
+        };
+        let Some(recorded) = self.current.get(rel) else {
+            // A directory is handled by the caller (kept if it still has content).
+            return (on_disk != 2).then(|| {
+                format!(
+                    "{} exists but is in no snapshot (excluded, in a nested tier, or created during the checkout); leaving it alone",
+                    abs.display()
+                )
+            });
+        };
+        let mtime = {
+            use std::os::unix::fs::MetadataExt;
+            md.mtime() * 1_000_000_000 + md.mtime_nsec()
+        };
+        let same_kind = on_disk == kind(recorded.mode);
+        let same_time = !recorded.mode.is_file() || self.current_mtimes.get(rel) == Some(&mtime);
+        (!same_kind || !same_time).then(|| {
+            format!(
+                "{} changed after the pre-checkout snapshot recorded it; leaving it alone (run the checkout again)",
+                abs.display()
+            )
+        })
     }
 
     fn abs(&self, rel: &[u8]) -> PathBuf {
@@ -444,6 +500,10 @@ impl Plan<'_> {
                 continue;
             }
             let abs = self.abs(path);
+            if let Some(why) = self.changed_since_scan(path, &abs) {
+                out.failed.push((path.to_string(), why));
+                continue;
+            }
             let result = if item.mode == Mode::EmptyDir {
                 std::fs::remove_dir(&abs)
             } else {
@@ -482,9 +542,15 @@ impl Plan<'_> {
             })
             .collect();
         for dir in emptied.iter().rev() {
-            if needed.contains(dir.as_slice()) || self.target.contains_key(dir) {
+            let wanted_as_dir = self
+                .target
+                .get(dir)
+                .is_some_and(|i| i.mode == Mode::EmptyDir);
+            if needed.contains(dir.as_slice()) || wanted_as_dir {
                 continue;
             }
+            // Not empty (it holds excluded files, a nested tier, or new files): it stays, and
+            // that is right, so the error is not a failure.
             let _ = std::fs::remove_dir(self.abs(dir));
         }
 
@@ -563,6 +629,9 @@ impl Plan<'_> {
                 }
             }
         }
+        if let Some(why) = self.changed_since_scan(rel, &final_path) {
+            bail!("{why}");
+        }
         if final_path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
             bail!(
                 "{} is a directory that still has content; leaving it alone",
@@ -605,7 +674,8 @@ impl Plan<'_> {
             bail!("blob {oid}: expected {size} bytes, got {copied}");
         }
         file.flush()?;
-        let perm = if mode == Mode::Exec { 0o755 } else { 0o644 };
+        // Git records only the executable bit; like git, the user's umask decides the rest.
+        let perm = if mode == Mode::Exec { 0o777 } else { 0o666 } & !self.umask;
         file.set_permissions(std::fs::Permissions::from_mode(perm))?;
         Ok(())
     }

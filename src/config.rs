@@ -54,7 +54,14 @@ impl Config {
                 message: err.to_string(),
             }
         })?;
+        let mut config = config;
         config.validate(path)?;
+        // Keep only the normalised form, so no later join can follow a `..` through a symlink.
+        for tier in &mut config.tiers {
+            if let Ok(normal) = normalize_tier_path(&tier.path) {
+                tier.path = normal;
+            }
+        }
         Ok(config)
     }
 

@@ -16,6 +16,8 @@ use crate::error::Error;
 pub struct ShadowLock {
     // Held for its Drop: closing the file releases the flock.
     _file: File,
+    /// Ref lock files left behind by a mirror process that died mid-update, removed now.
+    pub removed_stale: Vec<std::path::PathBuf>,
 }
 
 /// How long to wait for another mirror process: `MIRROR_LOCK_TIMEOUT` seconds, default 60.
@@ -75,5 +77,39 @@ pub fn acquire(shadow: &Path, operation: &str) -> Result<ShadowLock> {
     file.set_len(0)?;
     file.seek(SeekFrom::Start(0))?;
     file.write_all(who.as_bytes())?;
-    Ok(ShadowLock { _file: file })
+    let removed_stale = remove_stale_ref_locks(shadow)?;
+    Ok(ShadowLock {
+        _file: file,
+        removed_stale,
+    })
+}
+
+/// Every writer of the shadow's refs holds the shadow lock, so once we hold it, any ref lock
+/// file is a leftover of a writer that was killed mid-update; git (and gix) would refuse to
+/// move that ref forever. Removing it loses nothing: the ref file itself was never replaced.
+fn remove_stale_ref_locks(shadow: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut removed = Vec::new();
+    let mut stack = vec![shadow.join("refs")];
+    let packed = shadow.join("packed-refs.lock");
+    if packed.exists() {
+        std::fs::remove_file(&packed)
+            .with_context(|| format!("could not remove stale {}", packed.display()))?;
+        removed.push(packed);
+    }
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "lock") {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("could not remove stale {}", path.display()))?;
+                removed.push(path);
+            }
+        }
+    }
+    Ok(removed)
 }

@@ -86,6 +86,39 @@ impl Project {
         }
     }
 
+    /// The tier's directory under `base` (the project root, or a `--to` directory), reached
+    /// one component at a time without following any symlink: a symlink anywhere on the way
+    /// (planted in the tree, or restored from a snapshot of another tier) could otherwise lead
+    /// reads and writes outside the project. `Ok(None)`: it does not exist (and `create` is off).
+    pub fn tier_dir_under(
+        &self,
+        base: &Path,
+        tier: &Tier,
+        create: bool,
+    ) -> Result<Option<PathBuf>> {
+        let mut dir = base.to_owned();
+        if tier.path == "." {
+            return Ok(Some(dir));
+        }
+        for part in tier.path.split('/') {
+            dir.push(part);
+            match dir.symlink_metadata() {
+                Ok(md) if md.file_type().is_symlink() => anyhow::bail!(
+                    "tier '{}': {} is a symlink; tier paths must be real directories (refusing to follow it)",
+                    tier.name,
+                    dir.display()
+                ),
+                Ok(md) if !md.is_dir() => anyhow::bail!("tier '{}': {} is not a directory", tier.name, dir.display()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => std::fs::create_dir(&dir)
+                    .with_context(|| format!("tier '{}': could not create {}", tier.name, dir.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("tier '{}': could not stat {}", tier.name, dir.display())),
+            }
+        }
+        Ok(Some(dir))
+    }
+
     /// Filters for walking `tier`: the shadow repo and the roots of deeper tiers are pruned,
     /// so a file belongs only to the deepest tier containing it.
     pub fn filters(&self, tier: &Tier) -> Result<Filters> {

@@ -167,26 +167,9 @@ pub fn scan(
     progress: &dyn Progress,
 ) -> Result<Option<Scan>> {
     let scan_start_ns = now_ns();
-    let root = project.tier_root(tier);
-    match root.symlink_metadata() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!("tier '{}': could not stat {}", tier.name, root.display())
-            })
-        }
-        Ok(md) if md.file_type().is_symlink() => bail!(
-            "tier '{}': {} is a symlink; tier directories must be real directories",
-            tier.name,
-            root.display()
-        ),
-        Ok(md) if !md.is_dir() => bail!(
-            "tier '{}': {} is not a directory",
-            tier.name,
-            root.display()
-        ),
-        Ok(_) => {}
-    }
+    let Some(root) = project.tier_dir_under(&project.root, tier, false)? else {
+        return Ok(None);
+    };
     let filters = project.filters(tier)?;
     let walked = walk::walk(&root, &filters)
         .with_context(|| format!("tier '{}': could not walk {}", tier.name, root.display()))?;
@@ -534,6 +517,7 @@ fn snapshot_tier(
         let meta_blob = shadow.write_blob(&meta::encode(&scan.mtimes))?;
         let message = commit_message(tier, context, &report);
         let id = shadow.write_commit(tree, prev.tip, message, &context.signature)?;
+        shadow.sync()?;
         // The note goes first: a crash before the ref moves leaves only a note on a dangling
         // commit, never a recorded commit without its metadata.
         meta::write_note(shadow, id, meta_blob, &context.signature)?;

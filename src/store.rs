@@ -21,6 +21,25 @@ use crate::error::Error;
 /// Version of the on-disk layout described in docs/format.md.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// fsck message ids about file *content and names* that are legitimate in a backup.
+const FSCK_CONTENT_CHECKS: &[&str] = &[
+    "hasDotgit",
+    "gitmodulesSymlink",
+    "gitattributesSymlink",
+    "gitignoreSymlink",
+    "mailmapSymlink",
+    "gitmodulesName",
+    "gitmodulesPath",
+    "gitmodulesUrl",
+    "gitmodulesUpdate",
+    "gitmodulesParse",
+    "gitmodulesLarge",
+    "gitmodulesBlob",
+    "gitattributesLarge",
+    "gitattributesLineLength",
+    "gitattributesBlob",
+];
+
 /// Files up to this size are read into memory and hashed before writing (which lets
 /// gix skip objects that already exist); larger ones are streamed so memory stays flat.
 const STREAM_THRESHOLD: u64 = 8 * 1024 * 1024;
@@ -75,7 +94,13 @@ impl Shadow {
             "formatVersion",
             FORMAT_VERSION.to_string().as_str(),
         )?;
-        // Bare repositories get no reflog by default; the tier history is the log we need.
+        // `git fsck` judges trees by what a *checkout* of them could do to a git work tree:
+        // names like `git~1`, or a symlinked `.gitmodules`, are flagged. In a backup they are just
+        // the user's files, recorded faithfully (mirror restores them itself, safely), so these
+        // checks are switched off here, and only here; all others stay on.
+        for check in FSCK_CONTENT_CHECKS {
+            config.set_raw_value_by("fsck", None, *check, "ignore")?;
+        }
         let mut out = Vec::new();
         config.write_to(&mut out)?;
         write_atomically(&config_path, &out)?;
@@ -207,6 +232,21 @@ impl Shadow {
             .with_context(|| {
                 format!("could not update {name} (did another process change it meanwhile?)")
             })?;
+        Ok(())
+    }
+
+    /// Make every object written so far durable before a ref points at it: gix, like git by
+    /// default, does not fsync loose objects, and after a power loss a ref to an object that
+    /// never reached the disk would be a corrupt repository. One `syncfs` covers them all.
+    pub fn sync(&self) -> Result<()> {
+        use rustix::fs::{open, syncfs, Mode, OFlags};
+        let fd = open(
+            &self.path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("could not open {}", self.path.display()))?;
+        syncfs(&fd).with_context(|| format!("could not flush {} to disk", self.path.display()))?;
         Ok(())
     }
 

@@ -109,8 +109,19 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
         excludes: filters.excludes.clone(),
         pruned: filters.pruned.clone(),
     };
+    // `.GIT`, `.Git`...: on Linux these are ordinary names, but git refuses them and on a
+    // case-insensitive filesystem they *are* `.git`; never recorded, always reported.
+    let dotgit_variants = std::sync::Arc::new(std::sync::Mutex::new(Vec::<PathBuf>::new()));
+    let seen = dotgit_variants.clone();
     builder.filter_entry(move |entry| {
         let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
+        let name = entry.file_name().as_bytes();
+        if name != b".git" && name.eq_ignore_ascii_case(b".git") {
+            if let Ok(mut v) = seen.lock() {
+                v.push(entry.path().to_owned());
+            }
+            return false;
+        }
         entry.depth() == 0 || own.keep(entry.path(), is_dir)
     });
     let (tx, rx) = std::sync::mpsc::channel::<Walk>();
@@ -128,6 +139,18 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
     });
     drop(tx);
     let mut out = Walk::default();
+    // A poisoned lock means a walker thread panicked; the panic itself is propagated by
+    // `run`, so an empty list here can never hide anything.
+    for path in dotgit_variants
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default()
+    {
+        out.skipped.push(Notice {
+            path: rel_path(tier_root, &path).to_string(),
+            reason: "a case variant of `.git` (git refuses such names), skipped".into(),
+        });
+    }
     for part in rx {
         out.files.extend(part.files);
         out.dirs.extend(part.dirs);

@@ -7,5 +7,7 @@ mod common;
 mod checkout;
 #[path = "suite/cli.rs"]
 mod cli;
+#[path = "suite/safety.rs"]
+mod safety;
 #[path = "suite/snapshot.rs"]
 mod snapshot;

@@ -54,7 +54,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             return Err(Error::Usage("give a revision (e.g. `latest`) or --at TIME".into()).into())
         }
     };
-    let _lock = mirror::lock::acquire(&shadow.path, "checkout")?;
+    let _lock = super::lock_shadow(&shadow, "checkout")?;
     // Paths are relative to the project root (as the issue specifies), whatever the cwd.
     let paths = args.paths.clone();
     let to = args

@@ -130,3 +130,18 @@ pub fn open_project(
     let shadow = project.open_shadow()?;
     Ok((project, shadow))
 }
+
+/// Take the shadow's writer lock, saying which stale ref locks of a killed process it removed.
+pub fn lock_shadow(
+    shadow: &mirror::store::Shadow,
+    operation: &str,
+) -> anyhow::Result<mirror::lock::ShadowLock> {
+    let lock = mirror::lock::acquire(&shadow.path, operation)?;
+    for path in &lock.removed_stale {
+        eprintln!(
+            "note: removed {}, left by a mirror process that was interrupted while updating it",
+            path.display()
+        );
+    }
+    Ok(lock)
+}

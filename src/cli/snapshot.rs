@@ -50,7 +50,7 @@ struct TierJson {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let (project, shadow) = open_project(ctx)?;
-    let _lock = mirror::lock::acquire(&shadow.path, "snapshot")?;
+    let _lock = super::lock_shadow(&shadow, "snapshot")?;
     let options = Options {
         tiers: args.tiers,
         message: args.message,
