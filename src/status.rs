@@ -115,7 +115,13 @@ pub fn diff(
         }
         (Some(a), Some(b)) => {
             let (tier_a, ca) = history::resolve_rev(shadow, &project.config, a)?;
-            let (_, cb) = history::resolve_rev(shadow, &project.config, b)?;
+            let (tier_b, cb) = history::resolve_rev(shadow, &project.config, b)?;
+            if tier_a != tier_b {
+                return Err(crate::error::Error::Usage(format!(
+                    "'{a}' is a snapshot of tier '{tier_a}' and '{b}' of tier '{tier_b}'; diff compares two snapshots of one tier"
+                ))
+                .into());
+            }
             let tier = project.config.select_tiers(&[tier_a])?.remove(0);
             out.extend(path_changes(
                 &tier,
