@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::objs::tree::{Entry, EntryKind, EntryMode};
-use gix::objs::Write as _;
 use gix::ObjectId;
 
 use crate::store::Shadow;
@@ -75,9 +74,7 @@ pub fn write_tree(shadow: &Shadow, listing: &Listing) -> Result<ObjectId> {
     let empty = ObjectId::empty_tree(gix::hash::Kind::Sha1);
     if listing.values().any(|i| i.mode == Mode::EmptyDir) {
         shadow
-            .repo
-            .objects
-            .write_buf(gix::objs::Kind::Tree, &[])
+            .write_object(&gix::objs::Tree::empty())
             .context("could not write the empty tree")?;
     }
     write_dir(shadow, &entries, empty)
@@ -129,11 +126,9 @@ fn write_dir(shadow: &Shadow, entries: &[(&[u8], &Item)], empty: ObjectId) -> Re
     }
     // Git orders tree entries by name with directories compared as "name/".
     tree.entries.sort();
-    Ok(shadow
-        .repo
+    shadow
         .write_object(&tree)
-        .context("could not write a tree object")?
-        .detach())
+        .context("could not write a tree object")
 }
 
 /// Read a commit's tree back into a flat listing, refusing names that could escape a tier

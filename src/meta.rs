@@ -100,6 +100,7 @@ pub fn write_note(
         blob,
     )?;
     let tree = editor.write()?.detach();
+    shadow.track(tree);
     shadow.append_commit(
         NOTES_REF,
         previous,

@@ -183,6 +183,7 @@ pub fn record_config(
         .edit_tree(ObjectId::empty_tree(gix::hash::Kind::Sha1))?;
     editor.upsert(CONFIG_FILE, gix::objs::tree::EntryKind::Blob, blob)?;
     let tree = editor.write()?.detach();
+    shadow.track(tree);
     shadow.append_commit(
         CONFIG_REF,
         previous,

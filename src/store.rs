@@ -47,7 +47,12 @@ const STREAM_THRESHOLD: u64 = 8 * 1024 * 1024;
 pub struct Shadow {
     pub path: PathBuf,
     pub repo: gix::Repository,
+    /// Loose objects this process created and has not made durable yet (see [`Shadow::sync`]).
+    unsynced: std::cell::RefCell<Vec<ObjectId>>,
 }
+
+/// Above this many new objects one `syncfs` beats an `fsync` per object.
+const FSYNC_EACH_LIMIT: usize = 128;
 
 /// A file that could not be read completely; reported, never fatal for the snapshot.
 #[derive(Debug, Clone)]
@@ -152,6 +157,7 @@ impl Shadow {
         Ok(Shadow {
             path: path.to_owned(),
             repo,
+            unsynced: Default::default(),
         })
     }
 
@@ -235,19 +241,77 @@ impl Shadow {
         Ok(())
     }
 
-    /// Make every object written so far durable before a ref points at it: gix, like git by
-    /// default, does not fsync loose objects, and after a power loss a ref to an object that
-    /// never reached the disk would be a corrupt repository. One `syncfs` covers them all.
+    /// Make every object this process wrote durable before a ref points at it: gix, like git
+    /// by default, does not fsync loose objects, and after a power loss a ref to an object that
+    /// never reached the disk would be a corrupt repository. A few objects are fsynced one by one
+    /// (with their directories); many at once, one `syncfs` is cheaper.
     pub fn sync(&self) -> Result<()> {
-        use rustix::fs::{open, syncfs, Mode, OFlags};
-        let fd = open(
-            &self.path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .with_context(|| format!("could not open {}", self.path.display()))?;
-        syncfs(&fd).with_context(|| format!("could not flush {} to disk", self.path.display()))?;
+        use rustix::fs::{fsync, open, syncfs, Mode, OFlags};
+        let ids = std::mem::take(&mut *self.unsynced.borrow_mut());
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let flush = |path: &Path, flags: OFlags| -> Result<()> {
+            let fd = open(path, flags | OFlags::CLOEXEC, Mode::empty())
+                .with_context(|| format!("could not open {}", path.display()))?;
+            if ids.len() > FSYNC_EACH_LIMIT {
+                syncfs(&fd)
+                    .with_context(|| format!("could not flush {} to disk", self.path.display()))?;
+            } else {
+                fsync(&fd)
+                    .with_context(|| format!("could not flush {} to disk", path.display()))?;
+            }
+            Ok(())
+        };
+        if ids.len() > FSYNC_EACH_LIMIT {
+            return flush(&self.path, OFlags::RDONLY | OFlags::DIRECTORY);
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for id in &ids {
+            let path = self.loose_path(id);
+            if !path.exists() {
+                // Already packed, or the empty tree gix serves without a file: nothing to flush.
+                continue;
+            }
+            flush(&path, OFlags::RDONLY)?;
+            if let Some(dir) = path.parent() {
+                dirs.insert(dir.to_owned());
+            }
+        }
+        for dir in dirs {
+            flush(&dir, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        }
         Ok(())
+    }
+
+    /// Note an object written through another gix API (the tree editor) for the next sync.
+    pub fn track(&self, id: ObjectId) {
+        self.unsynced.borrow_mut().push(id);
+    }
+
+    fn loose_path(&self, id: &gix::oid) -> PathBuf {
+        let hex = id.to_hex().to_string();
+        self.path.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Write any object, skipping (and not tracking) one that already exists.
+    pub fn write_object(&self, object: &impl gix::objs::WriteTo) -> Result<ObjectId> {
+        let mut buf = Vec::with_capacity(object.size() as usize);
+        object.write_to(&mut buf)?;
+        self.write_buf(object.kind(), &buf)
+    }
+
+    fn write_buf(&self, kind: gix::objs::Kind, data: &[u8]) -> Result<ObjectId> {
+        let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data)?;
+        // `objects.exists`, not `repo.has_object`: the latter reports the empty tree as always
+        // present, but `git fsck` needs it as a real object once a tree refers to it.
+        if !gix::objs::Exists::exists(&self.repo.objects, &id) {
+            self.repo.objects.write_buf(kind, data).with_context(|| {
+                format!("could not write an object into {}", self.path.display())
+            })?;
+            self.unsynced.borrow_mut().push(id);
+        }
+        Ok(id)
     }
 
     /// Write a commit of `tree` on top of `parent` (none for a first commit).
@@ -267,11 +331,8 @@ impl Shadow {
             message: message.into(),
             extra_headers: Vec::new(),
         };
-        Ok(self
-            .repo
-            .write_object(&commit)
-            .with_context(|| format!("could not write a commit into {}", self.path.display()))?
-            .detach())
+        self.write_object(&commit)
+            .with_context(|| format!("could not write a commit into {}", self.path.display()))
     }
 
     /// Append a commit of `tree` to the ref `name`, whose current value is `previous`.
@@ -284,6 +345,7 @@ impl Shadow {
         signature: &gix::actor::Signature,
     ) -> Result<ObjectId> {
         let id = self.write_commit(tree, previous, message, signature)?;
+        self.sync()?;
         self.update_ref(name, id, previous, &format!("mirror: {name}"))?;
         Ok(id)
     }
@@ -313,7 +375,10 @@ impl Shadow {
             .write_stream(gix::objs::Kind::Blob, size, &mut reader);
         match (result, reader.problem.take()) {
             (_, Some(problem)) => Ok(BlobWrite::Unreadable(problem)),
-            (Ok(oid), None) => Ok(BlobWrite::Written { oid, size }),
+            (Ok(oid), None) => {
+                self.unsynced.borrow_mut().push(oid);
+                Ok(BlobWrite::Written { oid, size })
+            }
             (Err(err), None) => Err(anyhow::Error::new(err).context(format!(
                 "could not write an object into {}",
                 self.path.display()
@@ -322,11 +387,7 @@ impl Shadow {
     }
 
     pub fn write_blob(&self, data: &[u8]) -> Result<ObjectId> {
-        Ok(self
-            .repo
-            .write_blob(data)
-            .with_context(|| format!("could not write an object into {}", self.path.display()))?
-            .detach())
+        self.write_buf(gix::objs::Kind::Blob, data)
     }
 
     /// Open a blob for streaming. Loose objects (everything mirror writes) are inflated
@@ -334,7 +395,7 @@ impl Shadow {
     /// `git gc` or a fetch) are loaded whole because gix has no streaming pack reader.
     pub fn open_blob(&self, oid: &gix::oid) -> Result<(u64, Box<dyn Read + '_>)> {
         let hex = oid.to_hex().to_string();
-        let loose = self.path.join("objects").join(&hex[..2]).join(&hex[2..]);
+        let loose = self.loose_path(oid);
         match File::open(&loose) {
             Ok(file) => {
                 let mut inflate =
