@@ -247,23 +247,28 @@ fn select(
     let mut out = Vec::new();
     match &request.target {
         Target::Rev(rev) if rev != "latest" => {
-            let (tier_name, commit) = history::resolve_rev(shadow, &project.config, rev)?;
-            if explicit && !request.tiers.contains(&tier_name) {
+            let resolved = history::resolve(shadow, &project.config, rev)?;
+            for (tier_name, commit) in resolved.tiers {
+                if explicit && !request.tiers.contains(&tier_name) {
+                    continue;
+                }
+                let tier = project
+                    .config
+                    .select_tiers(std::slice::from_ref(&tier_name))?
+                    .remove(0);
+                out.push(Selection {
+                    tier,
+                    commit,
+                    scopes: Vec::new(),
+                });
+            }
+            if out.is_empty() {
                 return Err(Error::Usage(format!(
-                    "revision '{rev}' is a snapshot of tier '{tier_name}', not of {}",
+                    "revision '{rev}' holds no snapshot of {}",
                     request.tiers.join(", ")
                 ))
                 .into());
             }
-            let tier = project
-                .config
-                .select_tiers(std::slice::from_ref(&tier_name))?
-                .remove(0);
-            out.push(Selection {
-                tier,
-                commit,
-                scopes: Vec::new(),
-            });
         }
         target => {
             for tier in tiers {

@@ -99,18 +99,41 @@ pub fn tier_history(shadow: &Shadow, tier: &str, limit: usize) -> Result<Vec<Obj
     Ok(out)
 }
 
-/// Tag names by the commit they (eventually) point at.
+/// Tag names by the snapshot commits they capture: a milestone tag names every tier commit
+/// of its milestone (and the milestone itself); any other tag names the commit it points at.
 pub fn tags_by_commit(shadow: &Shadow) -> Result<HashMap<ObjectId, Vec<String>>> {
     let mut map: HashMap<ObjectId, Vec<String>> = HashMap::new();
     let refs = shadow.repo.references()?;
     for reference in refs.tags()?.flatten() {
         let name = reference.name().shorten().to_string();
         let mut reference = reference;
-        if let Ok(id) = reference.peel_to_id() {
-            map.entry(id.detach()).or_default().push(name);
+        let Ok(id) = reference.peel_to_id() else {
+            continue;
+        };
+        let id = id.detach();
+        if let Ok(parts) = milestone_parts(shadow, id) {
+            for (_, commit) in parts.into_iter().flatten() {
+                map.entry(commit).or_default().push(name.clone());
+            }
         }
+        map.entry(id).or_default().push(name);
     }
     Ok(map)
+}
+
+/// The tier commits a milestone captures, or `None` if `id` is not a milestone commit.
+pub fn milestone_parts(shadow: &Shadow, id: ObjectId) -> Result<Option<Vec<(String, ObjectId)>>> {
+    let commit = shadow.repo.find_commit(id)?;
+    let message = commit.message_raw()?.to_str_lossy().into_owned();
+    if trailer(&message, "Mirror-Milestone").is_none() {
+        return Ok(None);
+    }
+    let mut parts = Vec::new();
+    for parent in commit.parent_ids() {
+        let snap = decode(shadow, parent.detach())?;
+        parts.push((snap.tier, parent.detach()));
+    }
+    Ok(Some(parts))
 }
 
 /// Snapshots of the given tiers, newest first, at most `limit` in all.
@@ -129,8 +152,16 @@ pub fn log(shadow: &Shadow, tiers: &[String], limit: usize) -> Result<Vec<Snapsh
     Ok(all)
 }
 
-/// Resolve a git revision to a tier commit: (tier, commit).
-pub fn resolve_rev(shadow: &Shadow, config: &Config, rev: &str) -> Result<(String, ObjectId)> {
+/// What a revision names: one tier commit, or (a milestone tag) one commit per tier.
+pub struct Resolved {
+    /// Set when the revision names a milestone (`mirror tag`).
+    pub milestone: Option<ObjectId>,
+    /// (tier, snapshot commit), only tiers of the current configuration.
+    pub tiers: Vec<(String, ObjectId)>,
+}
+
+/// Resolve a git revision (a tier commit, `tiers/<tier>~N`, a tag) to tier snapshots.
+pub fn resolve(shadow: &Shadow, config: &Config, rev: &str) -> Result<Resolved> {
     let unknown = |reason: String| Error::UnknownRevision {
         rev: rev.to_owned(),
         reason,
@@ -143,15 +174,31 @@ pub fn resolve_rev(shadow: &Shadow, config: &Config, rev: &str) -> Result<(Strin
     let commit = object
         .peel_to_commit()
         .map_err(|_| unknown("it does not name a snapshot commit".into()))?;
+    let configured = |tier: &str| config.tiers.iter().any(|t| t.name == tier);
+    if let Some(parts) = milestone_parts(shadow, commit.id)? {
+        let tiers: Vec<_> = parts.into_iter().filter(|(t, _)| configured(t)).collect();
+        if tiers.is_empty() {
+            return Err(
+                unknown("the milestone captures none of the configured tiers".into()).into(),
+            );
+        }
+        return Ok(Resolved {
+            milestone: Some(commit.id),
+            tiers,
+        });
+    }
     let snap = decode(shadow, commit.id)?;
-    if !config.tiers.iter().any(|t| t.name == snap.tier) {
+    if !configured(&snap.tier) {
         return Err(unknown(format!(
             "commit {} is not a snapshot of a configured tier (Mirror-Tier: {})",
             commit.id, snap.tier
         ))
         .into());
     }
-    Ok((snap.tier, commit.id))
+    Ok(Resolved {
+        milestone: None,
+        tiers: vec![(snap.tier, commit.id)],
+    })
 }
 
 /// The newest snapshot of `tier` at or before `at` (seconds since the epoch).

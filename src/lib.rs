@@ -2,6 +2,7 @@
 //! in a bare shadow repository. This crate is the engine; `src/cli` is the thin command layer.
 //! See docs/architecture.md for the data flow and docs/format.md for the on-disk format.
 
+pub mod audit;
 pub mod checkout;
 pub mod config;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod init;
 pub mod listing;
 pub mod lock;
 pub mod meta;
+pub mod milestone;
 pub mod progress;
 pub mod project;
 pub mod registry;

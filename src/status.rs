@@ -106,28 +106,60 @@ pub fn diff(
             }
         }
         (Some(rev), None) => {
-            let (tier_name, commit) = history::resolve_rev(shadow, &project.config, rev)?;
-            let tier = project.config.select_tiers(&[tier_name])?.remove(0);
-            let old = commit_listing(shadow, commit)?;
-            let (_, scan) = working(project, shadow, &tier)?;
-            let now = scan.map(|s| s.listing).unwrap_or_default();
-            out.extend(path_changes(&tier, &old, &now));
+            for (tier, commit) in selected(project, shadow, rev, tiers)? {
+                let old = commit_listing(shadow, commit)?;
+                let (_, scan) = working(project, shadow, &tier)?;
+                let now = scan.map(|s| s.listing).unwrap_or_default();
+                out.extend(path_changes(&tier, &old, &now));
+            }
         }
         (Some(a), Some(b)) => {
-            let (tier_a, ca) = history::resolve_rev(shadow, &project.config, a)?;
-            let (tier_b, cb) = history::resolve_rev(shadow, &project.config, b)?;
-            if tier_a != tier_b {
+            let from = selected(project, shadow, a, tiers)?;
+            let to = selected(project, shadow, b, tiers)?;
+            let mut compared = 0;
+            for (tier, ca) in &from {
+                // Two milestones compare tier by tier; two snapshots must be of one tier.
+                let Some((_, cb)) = to.iter().find(|(t, _)| t.name == tier.name) else {
+                    continue;
+                };
+                compared += 1;
+                out.extend(path_changes(
+                    tier,
+                    &commit_listing(shadow, *ca)?,
+                    &commit_listing(shadow, *cb)?,
+                ));
+            }
+            if compared == 0 {
+                let names = |v: &[(crate::config::Tier, ObjectId)]| {
+                    v.iter()
+                        .map(|(t, _)| t.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 return Err(crate::error::Error::Usage(format!(
-                    "'{a}' is a snapshot of tier '{tier_a}' and '{b}' of tier '{tier_b}'; diff compares two snapshots of one tier"
+                    "'{a}' holds tier(s) {} and '{b}' tier(s) {}: nothing in common to compare",
+                    names(&from),
+                    names(&to)
                 ))
                 .into());
             }
-            let tier = project.config.select_tiers(&[tier_a])?.remove(0);
-            out.extend(path_changes(
-                &tier,
-                &commit_listing(shadow, ca)?,
-                &commit_listing(shadow, cb)?,
-            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The tier snapshots `rev` names, narrowed to `tiers` when given.
+fn selected(
+    project: &Project,
+    shadow: &Shadow,
+    rev: &str,
+    tiers: &[String],
+) -> Result<Vec<(crate::config::Tier, ObjectId)>> {
+    let resolved = history::resolve(shadow, &project.config, rev)?;
+    let mut out = Vec::new();
+    for (name, commit) in resolved.tiers {
+        if tiers.is_empty() || tiers.contains(&name) {
+            out.push((project.config.select_tiers(&[name])?.remove(0), commit));
         }
     }
     Ok(out)

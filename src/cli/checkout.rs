@@ -44,6 +44,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let (project, shadow) = open_project(ctx)?;
+    ctx.audit_into(&shadow);
     let target = match (&args.rev, &args.at) {
         (_, Some(at)) => {
             Target::At(mirror::history::parse_time(at, chrono::Local::now()).map_err(Error::Usage)?)
@@ -136,5 +137,14 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             }
         }
     }
+    ctx.audit_details(serde_json::json!({
+        "restored": report.restored,
+        "pre_checkout": report.pre.iter().map(|p| serde_json::json!({
+            "tier": p.tier,
+            "commit": p.commit.map(|c| c.to_string()),
+            "outcome": p.outcome,
+        })).collect::<Vec<_>>(),
+        "config_restored": report.config_restored,
+    }));
     Ok(exit)
 }

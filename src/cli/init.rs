@@ -33,13 +33,19 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         })?;
         tiers.push((name.to_owned(), path.to_owned()));
     }
-    match mirror::init::init(
+    let outcome = mirror::init::init(
         &ctx.cwd,
         &InitOptions {
             tiers,
             shadow: args.shadow,
         },
-    )? {
+    )?;
+    // The new shadow's audit trail starts with its own creation.
+    if let InitOutcome::Created { shadow, .. } | InitOutcome::Retargeted { shadow, .. } = &outcome {
+        ctx.audit_into(&mirror::store::Shadow::open(shadow)?);
+        ctx.audit_details(serde_json::json!({ "root": ctx.cwd, "shadow": shadow }));
+    }
+    match outcome {
         InitOutcome::Exists { config_path } => {
             println!("{} already exists; nothing changed", config_path.display());
         }

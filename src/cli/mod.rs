@@ -1,6 +1,7 @@
 //! The command layer: one module per command, each with a clap `Args` struct (its doc comment
 //! is the `--help` text) and one `run` function. Only this layer prints.
 
+mod audit;
 mod checkout;
 mod diff;
 mod init;
@@ -9,6 +10,7 @@ mod output;
 mod progress;
 mod snapshot;
 mod status;
+mod tag;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,26 @@ enum Command {
     Checkout(checkout::Args),
     Status(status::Args),
     Diff(diff::Args),
+    Tag(tag::Args),
+    /// List milestone tags (same as `mirror tag --list`).
+    Tags(tag::ListArgs),
+    Audit(audit::Args),
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Init(_) => "init",
+            Command::Snapshot(_) => "snapshot",
+            Command::Log(_) => "log",
+            Command::Checkout(_) => "checkout",
+            Command::Status(_) => "status",
+            Command::Diff(_) => "diff",
+            Command::Tag(_) => "tag",
+            Command::Tags(_) => "tags",
+            Command::Audit(_) => "audit",
+        }
+    }
 }
 
 /// Exit statuses, documented in the README.
@@ -65,6 +87,31 @@ impl Exit {
 pub struct Context {
     pub cwd: PathBuf,
     pub quiet: bool,
+    /// Set by operations that write the shadow repository: they are recorded in its audit
+    /// trail, whatever their outcome (see [`record_audit`]).
+    audit: std::cell::RefCell<Option<Audit>>,
+}
+
+struct Audit {
+    shadow: PathBuf,
+    details: serde_json::Value,
+}
+
+impl Context {
+    /// Record this operation in the audit trail of `shadow` when it ends.
+    pub fn audit_into(&self, shadow: &mirror::store::Shadow) {
+        *self.audit.borrow_mut() = Some(Audit {
+            shadow: shadow.path.clone(),
+            details: serde_json::Value::Null,
+        });
+    }
+
+    /// What the operation did, for its audit entry.
+    pub fn audit_details(&self, details: serde_json::Value) {
+        if let Some(a) = self.audit.borrow_mut().as_mut() {
+            a.details = details;
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -76,7 +123,9 @@ pub fn main() -> ExitCode {
     let ctx = Context {
         cwd,
         quiet: cli.quiet,
+        audit: Default::default(),
     };
+    let command = cli.command.name();
     let result = match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Snapshot(args) => snapshot::run(&ctx, args),
@@ -84,11 +133,44 @@ pub fn main() -> ExitCode {
         Command::Checkout(args) => checkout::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::Diff(args) => diff::run(&ctx, args),
+        Command::Tag(args) => tag::run(&ctx, args),
+        Command::Tags(args) => tag::list(&ctx, args),
+        Command::Audit(args) => audit::run(&ctx, args),
     };
-    match result {
-        Ok(exit) => ExitCode::from(exit as u8),
-        Err(err) => report_error(&err),
+    let code = match &result {
+        Ok(exit) => ExitCode::from(*exit as u8),
+        Err(err) => report_error(err),
+    };
+    match record_audit(&ctx, command, &result) {
+        Ok(()) => code,
+        Err(err) => {
+            // An operation that cannot be audited is not silently "done".
+            report_error(
+                &err.context("the operation ran, but its audit entry could not be written"),
+            )
+        }
     }
+}
+
+/// Append the audit entry of the operation that just ended, if it wrote the shadow repository.
+fn record_audit(ctx: &Context, command: &str, result: &anyhow::Result<Exit>) -> anyhow::Result<()> {
+    let Some(audit) = ctx.audit.borrow_mut().take() else {
+        return Ok(());
+    };
+    use mirror::audit::{Entry, Outcome};
+    let outcome = match result {
+        Ok(Exit::Ok) => Outcome::Ok,
+        Ok(Exit::Partial) => Outcome::Partial,
+        Ok(Exit::Error) | Err(_) => Outcome::Failed,
+    };
+    let mut entry = Entry::new(command, std::env::args().skip(1).collect(), outcome);
+    entry.details = audit.details;
+    if let Err(err) = result {
+        entry.error = Some(format!("{err:#}"));
+    }
+    let shadow = mirror::store::Shadow::open(&audit.shadow)?;
+    mirror::audit::append(&shadow, &entry)?;
+    Ok(())
 }
 
 fn resolve_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {

@@ -30,6 +30,10 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+
+    /// Also mark the result as a milestone tag NAME (as `mirror tag NAME`).
+    #[arg(long, value_name = "NAME")]
+    tag: Option<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -50,6 +54,11 @@ struct TierJson {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let (project, shadow) = open_project(ctx)?;
+    ctx.audit_into(&shadow);
+    if let Some(name) = &args.tag {
+        // Refuse a bad or taken name before recording anything.
+        mirror::milestone::validate_name(name)?;
+    }
     let _lock = super::lock_shadow(&shadow, "snapshot")?;
     let options = Options {
         tiers: args.tiers,
@@ -139,6 +148,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     }
     if args.json {
         json(&out)?;
+    }
+    ctx.audit_details(serde_json::to_value(&out)?);
+    if let (Some(name), Exit::Ok | Exit::Partial) = (args.tag, exit) {
+        let request = mirror::milestone::Request {
+            name,
+            message: None,
+            at: None,
+        };
+        let tagged = super::tag::create(ctx, &project, &shadow, &request, &bar)?;
+        ctx.audit_details(serde_json::json!({"tiers": out, "tag": request.name}));
+        exit = exit.worst(tagged);
     }
     Ok(exit)
 }

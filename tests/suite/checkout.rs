@@ -697,7 +697,7 @@ fn path_matching_nothing_is_refused_and_changes_nothing() {
     let env = Env::new();
     paths_project(&env);
     let before = tree_of(&env, "tier-0");
-    let tips = env.shadow_git(&["for-each-ref"]);
+    let tips = env.shadow_git(&["for-each-ref", "refs/heads"]);
     let out = env.mirror(&["checkout", "latest", "--", "tier-0/no-such-thing"]);
     assert_exit(&out, 2, "checkout of a path that matches nothing");
     assert!(stderr(&out).contains("matches nothing"), "{}", stderr(&out));
@@ -707,7 +707,7 @@ fn path_matching_nothing_is_refused_and_changes_nothing() {
         "nothing on disk may change"
     );
     assert_eq!(
-        env.shadow_git(&["for-each-ref"]).stdout,
+        env.shadow_git(&["for-each-ref", "refs/heads"]).stdout,
         tips.stdout,
         "no pre-checkout snapshot for a refused checkout"
     );

@@ -22,10 +22,15 @@ fn tip(env: &Env, tier: &str) -> String {
 }
 
 /// Every ref of the shadow repository with its value.
+/// Every ref of the shadow except the audit trail (which records failures too, by design).
 fn refs(env: &Env) -> String {
     let out = env.shadow_git(&["for-each-ref", "--format=%(refname) %(objectname)"]);
     assert_exit(&out, 0, "for-each-ref");
     stdout(&out)
+        .lines()
+        .filter(|l| !l.starts_with("refs/mirror/audit "))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn set(text: &str) -> BTreeSet<String> {
