@@ -109,7 +109,7 @@ pub fn append(shadow: &Shadow, entry: &Entry) -> Result<ObjectId> {
         shadow.sync()?;
         match shadow.update_ref(AUDIT_REF, id, previous, "mirror: audit") {
             Ok(()) => {
-                crate::store::write_atomically(&seen_path(shadow), format!("{id}\n").as_bytes())?;
+                crate::store::write_cache_file(&seen_path(shadow), format!("{id}\n").as_bytes())?;
                 return Ok(id);
             }
             Err(_) if attempts < 20 => {

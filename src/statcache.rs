@@ -111,7 +111,7 @@ impl Cache {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::store::write_atomically(path, &self.encode())
+        crate::store::write_cache_file(path, &self.encode())
     }
 
     fn encode(&self) -> Vec<u8> {

@@ -640,14 +640,26 @@ impl<R: Read> Read for VerifyingReader<R> {
 }
 
 /// Write `data` to `path` via a temporary file in the same directory and a rename, so a
-/// crash leaves either the old or the new content, never a torn file.
+/// crash leaves either the old or the new content, never a torn file; flushed to disk first.
 pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
+    replace_file(path, data, true)
+}
+
+/// Like [`write_atomically`], without the flush: for caches and hints that may be lost in a
+/// power cut but must never be torn (the stat cache, the audit's last-seen entry).
+pub fn write_cache_file(path: &Path, data: &[u8]) -> Result<()> {
+    replace_file(path, data, false)
+}
+
+fn replace_file(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().context("path has no parent directory")?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("could not create a temporary file in {}", dir.display()))?;
     tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path)
         .with_context(|| format!("could not replace {}", path.display()))?;
     Ok(())
