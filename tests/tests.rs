@@ -11,3 +11,5 @@ mod cli;
 mod safety;
 #[path = "suite/snapshot.rs"]
 mod snapshot;
+#[path = "suite/audit.rs"]
+mod audit;
