@@ -56,9 +56,7 @@ impl Entry {
             version: 1,
             time: chrono::Local::now().to_rfc3339(),
             host: crate::host::hostname(),
-            user: std::env::var("USER")
-                .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw())),
+            user: crate::host::user(),
             command: command.to_owned(),
             args,
             result,
@@ -100,24 +98,51 @@ pub fn append(shadow: &Shadow, entry: &Entry) -> Result<ObjectId> {
     let message = format!("{subject}\n\n{json}\n");
     let empty = shadow.write_object(&gix::objs::Tree::empty())?;
     let signature = crate::snapshot::signature();
-    // Another process may append between our read and our update: then read again and retry.
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let previous = shadow.ref_target(AUDIT_REF)?;
-        let id = shadow.write_commit(empty, previous, message.clone(), &signature)?;
-        shadow.sync()?;
-        match shadow.update_ref(AUDIT_REF, id, previous, "mirror: audit") {
-            Ok(()) => {
-                crate::store::write_cache_file(&seen_path(shadow), format!("{id}\n").as_bytes())?;
-                return Ok(id);
-            }
-            Err(_) if attempts < 20 => {
-                std::thread::sleep(std::time::Duration::from_millis(10 * attempts));
-            }
-            Err(err) => return Err(err.context("could not append to the audit trail")),
-        }
+    // Appenders serialise on their own short lock (not the writer lock: an append must not
+    // wait behind a long snapshot); the ref update is still compare-and-swap.
+    let lock = crate::lock::acquire_audit(&shadow.path)?;
+    let previous = shadow.ref_target(AUDIT_REF)?;
+    let id = shadow.write_commit(empty, previous, message, &signature)?;
+    shadow.sync()?;
+    shadow
+        .update_ref(AUDIT_REF, id, previous, "mirror: audit")
+        .context("could not append to the audit trail")?;
+    // Move the last-seen mark only along an intact chain: if the chain we extended no longer
+    // holds the entry seen last, it was rewritten, and the old mark is the evidence `verify`
+    // reports — later appends must not paper over it.
+    if chain_contains(shadow, previous, last_seen(shadow))? {
+        crate::store::write_cache_file(&seen_path(shadow), format!("{id}\n").as_bytes())?;
     }
+    drop(lock);
+    Ok(id)
+}
+
+fn last_seen(shadow: &Shadow) -> Option<ObjectId> {
+    std::fs::read_to_string(seen_path(shadow))
+        .ok()
+        .and_then(|s| ObjectId::from_hex(s.trim().as_bytes()).ok())
+}
+
+/// Is `wanted` (if any) `tip` or one of its predecessors?
+fn chain_contains(
+    shadow: &Shadow,
+    tip: Option<ObjectId>,
+    wanted: Option<ObjectId>,
+) -> Result<bool> {
+    let Some(wanted) = wanted else {
+        return Ok(true);
+    };
+    let mut next = tip;
+    while let Some(id) = next {
+        if id == wanted {
+            return Ok(true);
+        }
+        next = match shadow.repo.find_commit(id) {
+            Ok(c) => c.parent_ids().next().map(|p| p.detach()),
+            Err(_) => None,
+        };
+    }
+    Ok(false)
 }
 
 fn outcome_word(o: Outcome) -> &'static str {
@@ -186,9 +211,7 @@ pub struct Verification {
 /// (a rewritten or replaced ref loses it).
 pub fn verify(shadow: &Shadow) -> Result<Verification> {
     let mut v = Verification::default();
-    let seen: Option<ObjectId> = std::fs::read_to_string(seen_path(shadow))
-        .ok()
-        .and_then(|s| ObjectId::from_hex(s.trim().as_bytes()).ok());
+    let seen = last_seen(shadow);
     let mut found_seen = seen.is_none();
     let mut next = shadow.ref_target(AUDIT_REF)?;
     if next.is_none() && seen.is_some() {

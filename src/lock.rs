@@ -29,10 +29,31 @@ fn timeout() -> Duration {
         .unwrap_or(Duration::from_secs(60))
 }
 
+/// The writer lock: held by every operation that writes snapshots, tags or refs other than
+/// the audit trail. Ref lock files left by a killed writer are removed once it is held.
 pub fn acquire(shadow: &Path, operation: &str) -> Result<ShadowLock> {
+    let mut lock = acquire_file(shadow, "lock", operation)?;
+    lock.removed_stale = remove_stale_ref_locks(shadow)?;
+    Ok(lock)
+}
+
+/// The audit lock: held only for the milliseconds of an audit append, so appending never
+/// waits behind a long snapshot. Once held, a lock file of the audit ref is stale.
+pub fn acquire_audit(shadow: &Path) -> Result<ShadowLock> {
+    let mut lock = acquire_file(shadow, "audit-lock", "audit append")?;
+    let stale = shadow.join("refs/mirror/audit.lock");
+    if stale.exists() {
+        std::fs::remove_file(&stale)
+            .with_context(|| format!("could not remove stale {}", stale.display()))?;
+        lock.removed_stale.push(stale);
+    }
+    Ok(lock)
+}
+
+fn acquire_file(shadow: &Path, name: &str, operation: &str) -> Result<ShadowLock> {
     let dir = shadow.join("mirror");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-    let path = dir.join("lock");
+    let path = dir.join(name);
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -77,10 +98,9 @@ pub fn acquire(shadow: &Path, operation: &str) -> Result<ShadowLock> {
     file.set_len(0)?;
     file.seek(SeekFrom::Start(0))?;
     file.write_all(who.as_bytes())?;
-    let removed_stale = remove_stale_ref_locks(shadow)?;
     Ok(ShadowLock {
         _file: file,
-        removed_stale,
+        removed_stale: Vec::new(),
     })
 }
 
@@ -104,7 +124,11 @@ fn remove_stale_ref_locks(shadow: &Path) -> Result<Vec<std::path::PathBuf>> {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "lock") {
+            } else if path.extension().is_some_and(|e| e == "lock")
+                && !path.ends_with("mirror/audit.lock")
+            {
+                // (The audit ref is appended to without the shadow lock; audit.rs itself
+                // clears a stale lock of it.)
                 std::fs::remove_file(&path)
                     .with_context(|| format!("could not remove stale {}", path.display()))?;
                 removed.push(path);

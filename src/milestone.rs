@@ -55,20 +55,25 @@ pub fn tag_ref(name: &str) -> String {
     format!("refs/tags/{name}")
 }
 
+/// A valid name that no tag has yet.
+pub fn check_available(shadow: &Shadow, name: &str) -> Result<()> {
+    validate_name(name)?;
+    if shadow.ref_target(&tag_ref(name))?.is_some() {
+        return Err(Error::Usage(format!(
+            "tag '{name}' already exists; milestones are never moved — choose another name"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 pub fn create(
     project: &Project,
     shadow: &Shadow,
     request: &Request,
     progress: &dyn Progress,
 ) -> Result<Report> {
-    validate_name(&request.name)?;
-    if shadow.ref_target(&tag_ref(&request.name))?.is_some() {
-        return Err(Error::Usage(format!(
-            "tag '{}' already exists; milestones are never moved — choose another name",
-            request.name
-        ))
-        .into());
-    }
+    check_available(shadow, &request.name)?;
     let mut snapshots = Vec::new();
     let tiers: Vec<(String, ObjectId)> = match &request.at {
         None => {

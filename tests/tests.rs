@@ -3,6 +3,8 @@
 
 mod common;
 
+#[path = "suite/audit.rs"]
+mod audit;
 #[path = "suite/checkout.rs"]
 mod checkout;
 #[path = "suite/cli.rs"]
@@ -11,5 +13,3 @@ mod cli;
 mod safety;
 #[path = "suite/snapshot.rs"]
 mod snapshot;
-#[path = "suite/audit.rs"]
-mod audit;

@@ -40,10 +40,25 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             shadow: args.shadow,
         },
     )?;
-    // The new shadow's audit trail starts with its own creation.
-    if let InitOutcome::Created { shadow, .. } | InitOutcome::Retargeted { shadow, .. } = &outcome {
-        ctx.audit_into(&mirror::store::Shadow::open(shadow)?);
-        ctx.audit_details(serde_json::json!({ "root": ctx.cwd, "shadow": shadow }));
+    // The new shadow's audit trail starts with its own creation; a re-run is recorded in the
+    // project's shadow too, but only if that shadow is really this project's.
+    match &outcome {
+        InitOutcome::Created { shadow, .. } | InitOutcome::Retargeted { shadow, .. } => {
+            ctx.audit_into(&mirror::store::Shadow::open(shadow)?);
+            ctx.audit_details(
+                serde_json::json!({ "root": ctx.cwd, "shadow": shadow, "created": true }),
+            );
+        }
+        InitOutcome::Exists { .. } => {
+            if let Ok(project) = mirror::project::Project::discover(&ctx.cwd) {
+                if let Ok(shadow) = project.open_shadow() {
+                    ctx.audit_into(&shadow);
+                    ctx.audit_details(
+                        serde_json::json!({ "root": project.root, "created": false }),
+                    );
+                }
+            }
+        }
     }
     match outcome {
         InitOutcome::Exists { config_path } => {

@@ -95,6 +95,8 @@ pub struct Context {
 struct Audit {
     shadow: PathBuf,
     details: serde_json::Value,
+    /// Errors a command reported without failing as a whole (one tier of several).
+    errors: Vec<String>,
 }
 
 impl Context {
@@ -103,7 +105,15 @@ impl Context {
         *self.audit.borrow_mut() = Some(Audit {
             shadow: shadow.path.clone(),
             details: serde_json::Value::Null,
+            errors: Vec::new(),
         });
+    }
+
+    /// An error the command reported while going on (e.g. one failed tier).
+    pub fn audit_error(&self, message: String) {
+        if let Some(a) = self.audit.borrow_mut().as_mut() {
+            a.errors.push(message);
+        }
     }
 
     /// What the operation did, for its audit entry.
@@ -165,8 +175,12 @@ fn record_audit(ctx: &Context, command: &str, result: &anyhow::Result<Exit>) -> 
     };
     let mut entry = Entry::new(command, std::env::args().skip(1).collect(), outcome);
     entry.details = audit.details;
+    let mut errors = audit.errors;
     if let Err(err) = result {
-        entry.error = Some(format!("{err:#}"));
+        errors.push(format!("{err:#}"));
+    }
+    if !errors.is_empty() {
+        entry.error = Some(errors.join("\n"));
     }
     let shadow = mirror::store::Shadow::open(&audit.shadow)?;
     mirror::audit::append(&shadow, &entry)?;

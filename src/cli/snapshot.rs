@@ -55,11 +55,12 @@ struct TierJson {
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let (project, shadow) = open_project(ctx)?;
     ctx.audit_into(&shadow);
-    if let Some(name) = &args.tag {
-        // Refuse a bad or taken name before recording anything.
-        mirror::milestone::validate_name(name)?;
-    }
     let _lock = super::lock_shadow(&shadow, "snapshot")?;
+    if let Some(name) = &args.tag {
+        // Refuse a bad or taken name before recording anything (under the lock, so no other
+        // mirror can take the name in between).
+        mirror::milestone::check_available(&shadow, name)?;
+    }
     let options = Options {
         tiers: args.tiers,
         message: args.message,
@@ -129,6 +130,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             Err(err) => {
                 exit = Exit::Error;
                 eprintln!("error: {err:#}");
+                ctx.audit_error(format!("{err:#}"));
                 out.push(TierJson {
                     tier,
                     outcome: None,
@@ -156,8 +158,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             message: None,
             at: None,
         };
-        let tagged = super::tag::create(ctx, &project, &shadow, &request, &bar)?;
-        ctx.audit_details(serde_json::json!({"tiers": out, "tag": request.name}));
+        let (tagged, tag_details) = super::tag::create(ctx, &project, &shadow, &request, &bar)?;
+        ctx.audit_details(serde_json::json!({"snapshot": out, "tag": tag_details}));
         exit = exit.worst(tagged);
     }
     Ok(exit)

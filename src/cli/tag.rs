@@ -53,18 +53,20 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         at: args.at,
     };
     let bar = super::progress::Bar::new(ctx.quiet);
-    let report = create(ctx, &project, &shadow, &request, &bar)?;
-    Ok(report)
+    let (exit, details) = create(ctx, &project, &shadow, &request, &bar)?;
+    ctx.audit_details(details);
+    Ok(exit)
 }
 
-/// Create a tag and report it; shared with `mirror snapshot --tag`.
+/// Create a tag and report it; shared with `mirror snapshot --tag`. Returns the exit status
+/// and the audit details of the tag.
 pub fn create(
     ctx: &Context,
     project: &mirror::project::Project,
     shadow: &mirror::store::Shadow,
     request: &Request,
     progress: &dyn mirror::progress::Progress,
-) -> anyhow::Result<Exit> {
+) -> anyhow::Result<(Exit, serde_json::Value)> {
     let report = milestone::create(project, shadow, request, progress)?;
     let partial = report.snapshots.iter().any(|s| !s.unreadable.is_empty());
     for s in &report.snapshots {
@@ -90,16 +92,16 @@ pub fn create(
             tiers.join(", ")
         );
     }
-    ctx.audit_details(serde_json::json!({
+    let details = serde_json::json!({
         "tag": report.name,
         "milestone": report.milestone.to_string(),
         "tiers": report.tiers.iter().map(|(t, c)| serde_json::json!({"tier": t, "commit": c.to_string()})).collect::<Vec<_>>(),
-    }));
+    });
     if partial {
         eprintln!("warning: the tagged snapshots are partial: some files could not be read (listed above)");
-        return Ok(Exit::Partial);
+        return Ok((Exit::Partial, details));
     }
-    Ok(Exit::Ok)
+    Ok((Exit::Ok, details))
 }
 
 pub fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<Exit> {
