@@ -235,3 +235,54 @@ pub fn children_max_rss_kib() -> i64 {
         usage.ru_maxrss
     }
 }
+
+/// True when the tests run as root (then an unreadable file needs an unprivileged mirror).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Make the whole test environment usable by an unprivileged user (needed when running
+/// mirror as `nobody` because the tests themselves run as root).
+pub fn open_up_for_nobody(env: &Env) {
+    if is_root() {
+        let out = Command::new("chmod")
+            .arg("-R")
+            .arg("a+rwX")
+            .arg(env.root())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chmod -R: {}", stderr(&out));
+    }
+}
+
+/// `mirror ARGS` as an unprivileged user when running as root (root can read anything).
+pub fn mirror_unprivileged(env: &Env, args: &[&str]) -> Output {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_mirror"),
+        ]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_mirror"))
+    };
+    env.isolate(&mut cmd);
+    cmd.current_dir(&env.project).args(args);
+    cmd.output().expect("run mirror unprivileged")
+}
+
+/// `git fsck --strict` of the shadow exits 0 and reports nothing at all.
+pub fn fsck_clean(env: &Env) {
+    let out = env.shadow_git(&["fsck", "--strict", "--no-dangling", "--no-progress"]);
+    assert_exit(&out, 0, "git fsck --strict");
+    assert!(
+        stdout(&out).trim().is_empty() && stderr(&out).trim().is_empty(),
+        "git fsck --strict must report nothing:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}

@@ -74,17 +74,6 @@ fn trailer(message: &str, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn fsck_clean(env: &Env) {
-    let out = env.shadow_git(&["fsck", "--strict", "--no-dangling"]);
-    assert_exit(&out, 0, "git fsck --strict");
-    assert!(
-        stdout(&out).trim().is_empty() && stderr(&out).trim().is_empty(),
-        "fsck must report nothing:\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
 /// Three tiers with hidden files and subdirectories, initialised and snapshotted once.
 fn three_tiers() -> Env {
     let env = Env::new();
@@ -164,43 +153,6 @@ fn commit_tree(
 fn message_of(env: &Env, rev: &str) -> String {
     let raw = sg(env, &["cat-file", "commit", rev]);
     raw.split_once("\n\n").unwrap().1.to_owned()
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Make the whole test environment usable by an unprivileged user.
-fn open_up_for_nobody(env: &Env) {
-    if is_root() {
-        let out = Command::new("chmod")
-            .arg("-R")
-            .arg("a+rwX")
-            .arg(env.root())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "chmod -R: {}", stderr(&out));
-    }
-}
-
-/// `mirror ARGS` as an unprivileged user when running as root (root can read anything).
-fn mirror_unprivileged(env: &Env, args: &[&str]) -> Output {
-    let mut cmd = if is_root() {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            env!("CARGO_BIN_EXE_mirror"),
-        ]);
-        c
-    } else {
-        Command::new(env!("CARGO_BIN_EXE_mirror"))
-    };
-    env.isolate(&mut cmd);
-    cmd.current_dir(&env.project).args(args);
-    cmd.output().expect("run mirror unprivileged")
 }
 
 fn assert_entry_shape(e: &Value, command: &str, result: &str) {

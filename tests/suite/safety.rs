@@ -12,17 +12,6 @@ fn tip(env: &Env, tier: &str) -> String {
     stdout(&out).trim().to_owned()
 }
 
-fn fsck_clean(env: &Env) {
-    let out = env.shadow_git(&["fsck", "--strict", "--no-dangling"]);
-    assert_exit(&out, 0, "git fsck --strict");
-    assert!(
-        stdout(&out).trim().is_empty() && stderr(&out).trim().is_empty(),
-        "fsck must report nothing:\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
 #[test]
 fn checkout_never_overwrites_an_excluded_file() {
     let env = Env::new();

@@ -167,22 +167,6 @@ fn note_mtimes(env: &Env, tier: &str) -> BTreeMap<Vec<u8>, i64> {
     map
 }
 
-/// `git fsck --strict` on the shadow: exit 0, and nothing reported but dangling objects
-/// (those are reported once, strictly, by `fsck_strict_reports_nothing_after_snapshots`).
-fn fsck_clean(env: &Env) {
-    let out = env.shadow_git(&["fsck", "--strict", "--no-progress"]);
-    assert_exit(&out, 0, "git fsck --strict");
-    let text = format!("{}{}", stdout(&out), stderr(&out));
-    let problems: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with("dangling "))
-        .collect();
-    assert!(
-        problems.is_empty(),
-        "git fsck --strict reported problems:\n{text}"
-    );
-}
-
 fn lines_of(text: &str) -> Vec<&str> {
     text.lines().filter(|l| !l.trim().is_empty()).collect()
 }
@@ -260,44 +244,6 @@ fn run_with_timeout(mut cmd: Command, secs: u64, scratch: &Path, what: &str) -> 
         stdout: std::fs::read(&out_path).unwrap(),
         stderr: std::fs::read(&err_path).unwrap(),
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Make the whole test environment usable by an unprivileged user (needed when running
-/// mirror as `nobody` because the tests themselves run as root).
-fn open_up_for_nobody(env: &Env) {
-    if is_root() {
-        let out = Command::new("chmod")
-            .arg("-R")
-            .arg("a+rwX")
-            .arg(env.root())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "chmod -R: {}", stderr(&out));
-    }
-}
-
-/// `mirror ARGS` as an unprivileged user when running as root (root can read anything).
-fn mirror_unprivileged(env: &Env, args: &[&str]) -> Output {
-    let mut cmd = if is_root() {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            env!("CARGO_BIN_EXE_mirror"),
-        ]);
-        c
-    } else {
-        Command::new(env!("CARGO_BIN_EXE_mirror"))
-    };
-    env.isolate(&mut cmd);
-    cmd.current_dir(&env.project).args(args);
-    cmd.output().expect("run mirror unprivileged")
 }
 
 fn spawn_mirror(env: &Env, args: &[&str], lock_timeout: &str, scratch: &Path, what: &str) -> Child {
