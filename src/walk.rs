@@ -207,6 +207,9 @@ impl Collector<'_> {
             self.out.dirs.push(rel);
             return;
         }
+        if entry.file_name() == ".mirrorignore" {
+            self.check_ignore_file(entry.path(), &rel);
+        }
         let special = if file_type.is_fifo() {
             Some("fifo")
         } else if file_type.is_socket() {
@@ -259,6 +262,18 @@ impl Collector<'_> {
             kind,
             stat,
         });
+    }
+
+    /// `ignore` drops a pattern it cannot parse without a word; say so, since the user
+    /// expects that line to exclude something and it excludes nothing.
+    fn check_ignore_file(&mut self, path: &Path, rel: &BString) {
+        let dir = path.parent().unwrap_or(self.root);
+        if let Some(err) = GitignoreBuilder::new(dir).add(path) {
+            self.out.skipped.push(Notice {
+                path: rel.to_string(),
+                reason: format!("has a pattern that cannot be parsed and excludes nothing: {err}"),
+            });
+        }
     }
 
     fn lstat(&mut self, abs: &Path) -> std::io::Result<Stat> {

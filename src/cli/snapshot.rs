@@ -79,7 +79,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         match result {
             Ok(r) => {
                 for n in &r.skipped {
-                    eprintln!("warning: {tier}: skipped {}: {}", n.path, n.reason);
+                    eprintln!("warning: {tier}: {}: {}", n.path, n.reason);
                 }
                 for n in &r.unreadable {
                     eprintln!("error: {tier}: could not read {}: {}", n.path, n.reason);

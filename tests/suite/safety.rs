@@ -198,3 +198,22 @@ fn restored_permissions_follow_the_umask() {
     assert_eq!(mode(&dest.join("tier-0/secret.env")), 0o600);
     assert_eq!(mode(&dest.join("tier-0/run.sh")), 0o700);
 }
+
+#[test]
+fn an_unparsable_mirrorignore_pattern_is_reported_and_excludes_nothing() {
+    let env = Env::new();
+    env.write("t/.mirrorignore", "bar{x\n*.tmp\n");
+    env.write("t/bar{x", "kept: the broken pattern excludes nothing\n");
+    env.write("t/a.tmp", "excluded by the valid line\n");
+    env.init(&["t=t"]);
+    let out = env.mirror(&["snapshot"]);
+    assert_exit(&out, 0, "snapshot");
+    assert!(
+        stderr(&out).contains(".mirrorignore") && stderr(&out).contains("bar{x"),
+        "the broken line is reported: {}",
+        stderr(&out)
+    );
+    let files = stdout(&env.shadow_git(&["ls-tree", "-r", "--name-only", "tiers/t"]));
+    assert!(files.contains("bar{x"), "{files}");
+    assert!(!files.contains("a.tmp"), "{files}");
+}
