@@ -49,6 +49,9 @@ pub struct Request {
     pub paths: Vec<PathBuf>,
     /// Proceed even if the pre-checkout snapshot could not read some files.
     pub force: bool,
+    /// Restore only what is missing on disk, touching nothing that exists (`mirror restore
+    /// --missing`): nothing is overwritten, so no pre-checkout snapshot is needed.
+    pub missing_only: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -129,6 +132,31 @@ pub fn checkout(
         }
     }
 
+    if request.missing_only {
+        for (sel, (target, _)) in selections.iter_mut().zip(&targets) {
+            let root = project.tier_dir_under(&project.root, &sel.tier, false)?;
+            let wanted = sel.scopes.clone();
+            sel.scopes = target
+                .keys()
+                .filter(|p| wanted.is_empty() || wanted.iter().any(|w| listing::in_scope(p, w)))
+                .filter(|p| {
+                    root.as_ref()
+                        .is_none_or(|r| r.join(OsStr::from_bytes(p)).symlink_metadata().is_err())
+                })
+                .cloned()
+                .collect();
+        }
+        let mut kept = Vec::new();
+        for (sel, target) in selections.into_iter().zip(targets) {
+            if sel.scopes.is_empty() {
+                skipped.push((sel.tier.name.clone(), "nothing is missing".into()));
+            } else {
+                kept.push((sel, target));
+            }
+        }
+        (selections, targets) = kept.into_iter().unzip();
+    }
+
     let mut report = Report {
         restored: Vec::new(),
         pre: Vec::new(),
@@ -140,8 +168,10 @@ pub fn checkout(
             prepare_empty_dir(dir, project)?;
             dir.canonicalize()?
         }
+        None if request.missing_only => project.root.clone(),
         None => {
             let options = snapshot::Options {
+                trailers: Vec::new(),
                 tiers: selections.iter().map(|s| s.tier.name.clone()).collect(),
                 message: Some("state before checkout".into()),
                 trigger: "pre-checkout".into(),

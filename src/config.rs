@@ -29,6 +29,26 @@ pub struct Config {
     /// Extra gitignore-syntax patterns (relative to the project root) that are never recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// How the git hooks behave (`mirror hooks install`).
+    #[serde(default, skip_serializing_if = "HookSettings::is_default")]
+    pub hooks: HookSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSettings {
+    /// A failed pre-commit snapshot blocks the commit (default: it is reported, the commit goes on).
+    #[serde(default)]
+    pub strict: bool,
+    /// post-checkout restores missing critical files at once (only missing ones).
+    #[serde(default)]
+    pub auto_restore: bool,
+}
+
+impl HookSettings {
+    fn is_default(&self) -> bool {
+        self == &HookSettings::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -104,6 +104,7 @@ pub fn init(root: &Path, options: &InitOptions) -> Result<InitOutcome> {
         shadow: shadow.clone(),
         tiers,
         exclude: Vec::new(),
+        hooks: Default::default(),
     };
     // Validate exactly as a later load would, before creating anything.
     Config::parse(&config.to_yaml(), &config_path)?;

@@ -7,6 +7,7 @@ pub mod checkout;
 pub mod config;
 pub mod error;
 pub mod history;
+pub mod hooks;
 pub mod host;
 pub mod init;
 pub mod listing;
@@ -20,6 +21,7 @@ pub mod snapshot;
 pub mod statcache;
 pub mod status;
 pub mod store;
+pub mod treasure;
 pub mod walk;
 
 pub use error::Error;

@@ -79,6 +79,7 @@ pub fn create(
         None => {
             // Capture the current state: a tag never misses work that was not snapshotted.
             let options = snapshot::Options {
+                trailers: Vec::new(),
                 tiers: Vec::new(),
                 message: Some(format!("before tag {}", request.name)),
                 trigger: "tag".into(),

@@ -39,6 +39,8 @@ pub struct Options {
     pub message: Option<String>,
     pub trigger: String,
     pub empty: EmptyPolicy,
+    /// More `Key: value` trailers for the commit message (e.g. `Mirror-Previous-Head`).
+    pub trailers: Vec<(String, String)>,
 }
 
 /// The result of scanning a tier's directory against its previous state.
@@ -387,6 +389,7 @@ pub fn snapshot(
         Err(_) => None,
     };
     let context = CommitContext {
+        trailers: options.trailers.clone(),
         trigger: options.trigger.clone(),
         message: options.message.clone(),
         host: crate::host::hostname(),
@@ -404,6 +407,7 @@ pub fn snapshot(
 }
 
 struct CommitContext {
+    trailers: Vec<(String, String)>,
     trigger: String,
     message: Option<String>,
     host: String,
@@ -599,6 +603,9 @@ fn commit_message(tier: &Tier, context: &CommitContext, report: &TierReport) -> 
     }
     if let Some(blob) = &context.config_blob {
         msg.push_str(&format!("Mirror-Config: {blob}\n"));
+    }
+    for (key, value) in &context.trailers {
+        msg.push_str(&format!("{key}: {value}\n"));
     }
     msg.push_str(&format!(
         "Mirror-Format: {}\n",

@@ -67,6 +67,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         to: to.clone(),
         paths,
         force: args.force,
+        missing_only: false,
     };
     let bar = super::progress::Bar::new(ctx.quiet);
     let report = mirror::checkout::checkout(&project, &shadow, &request, &bar)?;

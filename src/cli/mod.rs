@@ -4,10 +4,13 @@
 mod audit;
 mod checkout;
 mod diff;
+mod hook;
+mod hooks;
 mod init;
 mod log;
 mod output;
 mod progress;
+mod restore;
 mod snapshot;
 mod status;
 mod tag;
@@ -46,6 +49,9 @@ enum Command {
     /// List milestone tags (same as `mirror tag --list`).
     Tags(tag::ListArgs),
     Audit(audit::Args),
+    Restore(restore::Args),
+    Hooks(hooks::Args),
+    Hook(hook::Args),
 }
 
 impl Command {
@@ -60,6 +66,9 @@ impl Command {
             Command::Tag(_) => "tag",
             Command::Tags(_) => "tags",
             Command::Audit(_) => "audit",
+            Command::Restore(_) => "restore",
+            Command::Hooks(_) => "hooks",
+            Command::Hook(_) => "hook",
         }
     }
 }
@@ -86,6 +95,8 @@ impl Exit {
 
 pub struct Context {
     pub cwd: PathBuf,
+    /// `$GIT_DIR` as mirror was started with (git sets it for hooks); see [`clear_git_env`].
+    pub git_dir: Option<PathBuf>,
     pub quiet: bool,
     /// Set by operations that write the shadow repository: they are recorded in its audit
     /// trail, whatever their outcome (see [`record_audit`]).
@@ -130,7 +141,9 @@ pub fn main() -> ExitCode {
         Ok(d) => d,
         Err(err) => return report_error(&err),
     };
+    let git_dir = clear_git_env();
     let ctx = Context {
+        git_dir,
         cwd,
         quiet: cli.quiet,
         audit: Default::default(),
@@ -146,6 +159,9 @@ pub fn main() -> ExitCode {
         Command::Tag(args) => tag::run(&ctx, args),
         Command::Tags(args) => tag::list(&ctx, args),
         Command::Audit(args) => audit::run(&ctx, args),
+        Command::Restore(args) => restore::run(&ctx, args),
+        Command::Hooks(args) => hooks::run(&ctx, args),
+        Command::Hook(args) => hook::run(&ctx, args),
     };
     let code = match &result {
         Ok(exit) => ExitCode::from(*exit as u8),
@@ -169,6 +185,8 @@ fn record_audit(ctx: &Context, command: &str, result: &anyhow::Result<Exit>) -> 
     };
     use mirror::audit::{Entry, Outcome};
     let outcome = match result {
+        // A hook reports a failed snapshot but lets git go on: still a failure to audit.
+        Ok(Exit::Ok) if !audit.errors.is_empty() => Outcome::Failed,
         Ok(Exit::Ok) => Outcome::Ok,
         Ok(Exit::Partial) => Outcome::Partial,
         Ok(Exit::Error) | Err(_) => Outcome::Failed,
@@ -185,6 +203,34 @@ fn record_audit(ctx: &Context, command: &str, result: &anyhow::Result<Exit>) -> 
     let shadow = mirror::store::Shadow::open(&audit.shadow)?;
     mirror::audit::append(&shadow, &entry)?;
     Ok(())
+}
+
+/// Git runs hooks with `GIT_DIR`, `GIT_INDEX_FILE` (a temporary index during `commit -a`),
+/// `GIT_WORK_TREE` and more set. None of them may steer mirror: its own repositories are always
+/// addressed explicitly, and git programs it starts must not inherit them either. Returns
+/// `$GIT_DIR`, which `mirror hooks install` honours.
+fn clear_git_env() -> Option<PathBuf> {
+    let git_dir = std::env::var_os("GIT_DIR").map(PathBuf::from);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        let repository_local = matches!(
+            k.as_ref(),
+            "GIT_DIR"
+                | "GIT_WORK_TREE"
+                | "GIT_INDEX_FILE"
+                | "GIT_PREFIX"
+                | "GIT_COMMON_DIR"
+                | "GIT_OBJECT_DIRECTORY"
+                | "GIT_ALTERNATE_OBJECT_DIRECTORIES"
+                | "GIT_NAMESPACE"
+                | "GIT_QUARANTINE_PATH"
+        );
+        if repository_local {
+            // Single-threaded here: nothing else reads the environment concurrently.
+            std::env::remove_var(&key);
+        }
+    }
+    git_dir
 }
 
 fn resolve_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {

@@ -62,6 +62,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         mirror::milestone::check_available(&shadow, name)?;
     }
     let options = Options {
+        trailers: Vec::new(),
         tiers: args.tiers,
         message: args.message,
         trigger: args.trigger,
