@@ -9,6 +9,8 @@ mod audit;
 mod checkout;
 #[path = "suite/cli.rs"]
 mod cli;
+#[path = "suite/hooks.rs"]
+mod hooks;
 #[path = "suite/safety.rs"]
 mod safety;
 #[path = "suite/snapshot.rs"]

@@ -123,21 +123,28 @@ fn post_checkout(
             }
             if !auto {
                 eprintln!(
-                    "  restore them with: mirror restore --missing --tier {tier} --from {}",
-                    commit.to_hex_with_len(12)
+                    "  restore them with: mirror restore --missing --tier {tier} --from {} -- {}",
+                    commit.to_hex_with_len(12),
+                    paths
+                        .iter()
+                        .map(|p| shell_quote(p))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 );
             }
         }
         if auto {
             let _lock = super::lock_shadow(shadow, "restore")?;
-            for (tier, commit, _) in &missing {
+            // Only the critical files: the checkout removed the others on purpose.
+            for (tier, commit, paths) in &missing {
+                let paths = paths.iter().map(std::path::PathBuf::from).collect();
                 super::restore::restore_missing(
                     ctx,
                     project,
                     shadow,
                     Some(commit.to_string()),
                     vec![tier.clone()],
-                    Vec::new(),
+                    paths,
                 )?;
             }
             eprintln!("mirror: restored them (hooks.auto_restore is on)");
@@ -204,3 +211,15 @@ fn missing_critical(
 }
 
 use std::os::unix::ffi::OsStrExt;
+
+/// Quote a path for a shell command line the user can paste.
+fn shell_quote(path: &str) -> String {
+    if path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
+    {
+        path.to_owned()
+    } else {
+        format!("'{}'", path.replace('\'', "'\\''"))
+    }
+}
