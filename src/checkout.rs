@@ -491,7 +491,8 @@ impl Plan<'_> {
             md.mtime() * 1_000_000_000 + md.mtime_nsec()
         };
         let same_kind = on_disk == kind(recorded.mode);
-        let same_time = !recorded.mode.is_file() || self.current_mtimes.get(rel) == Some(&mtime);
+        let same_time = !recorded.mode.is_file()
+            || self.current_mtimes.get(rel).map(|m| m.mtime_ns) == Some(mtime);
         (!same_kind || !same_time).then(|| {
             format!(
                 "{} changed after the pre-checkout snapshot recorded it; leaving it alone (run the checkout again)",
@@ -599,20 +600,25 @@ impl Plan<'_> {
         for (path, item) in todo {
             progress.advance(1);
             let same = self.current.get(path) == Some(item);
-            let mtime = self.target_mtimes.get(path).copied();
+            let meta = self.target_mtimes.get(path).copied();
             if same {
                 out.unchanged += item.mode.is_file() as u64;
-                if item.mode.is_file()
-                    && mtime.is_some()
-                    && mtime != self.current_mtimes.get(path).copied()
-                {
-                    if let Err(e) = set_mtime(&self.abs(path), item.mode, mtime) {
+                let current = self.current_mtimes.get(path).copied();
+                if item.mode.is_file() && meta.is_some() && meta != current {
+                    let abs = self.abs(path);
+                    let result = set_mtime(&abs, item.mode, meta.map(|m| m.mtime_ns)).and_then(
+                        |()| match (item.mode, meta.and_then(|m| m.perm)) {
+                            (Mode::Link, _) => Ok(()),
+                            (_, perm) => set_perm(&abs, item.mode, perm, self.umask),
+                        },
+                    );
+                    if let Err(e) = result {
                         out.failed.push((path.to_string(), e.to_string()));
                     }
                 }
                 continue;
             }
-            match self.write_entry(path, item.mode, &item.oid, mtime) {
+            match self.write_entry(path, item.mode, &item.oid, meta) {
                 Ok(()) => out.written += item.mode.is_file() as u64,
                 Err(e) => out.failed.push((path.to_string(), format!("{e:#}"))),
             }
@@ -649,7 +655,7 @@ impl Plan<'_> {
         rel: &[u8],
         mode: Mode,
         oid: &ObjectId,
-        mtime: Option<i64>,
+        meta: Option<meta::FileMeta>,
     ) -> Result<()> {
         let parent = self.ensure_parents(rel)?;
         let final_path = self.abs(rel);
@@ -674,8 +680,9 @@ impl Plan<'_> {
             );
         }
         let tmp = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-        let result = self.write_temp(&tmp, mode, oid).and_then(|()| {
-            set_mtime(&tmp, mode, mtime)?;
+        let perm = meta.and_then(|m| m.perm);
+        let result = self.write_temp(&tmp, mode, oid, perm).and_then(|()| {
+            set_mtime(&tmp, mode, meta.map(|m| m.mtime_ns))?;
             std::fs::rename(&tmp, &final_path)
                 .with_context(|| format!("could not move into place {}", final_path.display()))
         });
@@ -685,7 +692,7 @@ impl Plan<'_> {
         result
     }
 
-    fn write_temp(&self, tmp: &Path, mode: Mode, oid: &ObjectId) -> Result<()> {
+    fn write_temp(&self, tmp: &Path, mode: Mode, oid: &ObjectId, perm: Option<u32>) -> Result<()> {
         let (size, mut reader) = self.shadow.open_blob(oid)?;
         if mode == Mode::Link {
             let mut target = Vec::with_capacity(size as usize);
@@ -709,11 +716,28 @@ impl Plan<'_> {
             bail!("blob {oid}: expected {size} bytes, got {copied}");
         }
         file.flush()?;
-        // Git records only the executable bit; like git, the user's umask decides the rest.
-        let perm = if mode == Mode::Exec { 0o777 } else { 0o666 } & !self.umask;
-        file.set_permissions(std::fs::Permissions::from_mode(perm))?;
+        file.set_permissions(std::fs::Permissions::from_mode(permissions(
+            mode, perm, self.umask,
+        )))?;
         Ok(())
     }
+}
+
+/// Recorded permissions (rwx bits only) are restored as they were; without a record (0644 or
+/// 0755 when snapshotted), git's convention applies: the executable bit, and the umask decides.
+fn permissions(mode: Mode, recorded: Option<u32>, umask: u32) -> u32 {
+    match recorded {
+        Some(perm) => perm & 0o777,
+        None => (if mode == Mode::Exec { 0o777 } else { 0o666 }) & !umask,
+    }
+}
+
+fn set_perm(path: &Path, mode: Mode, recorded: Option<u32>, umask: u32) -> Result<()> {
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(permissions(mode, recorded, umask)),
+    )
+    .with_context(|| format!("could not set the permissions of {}", path.display()))
 }
 
 fn set_mtime(path: &Path, mode: Mode, mtime: Option<i64>) -> Result<()> {

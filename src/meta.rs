@@ -3,7 +3,8 @@
 //! Stored as a git note (ref `refs/notes/mirror`) on each tier commit, so the tier tree stays
 //! exactly the tier's files and `git notes --ref=mirror show <commit>` recovers it with plain
 //! git. The blob is a sequence of NUL-terminated records (NUL because file names may contain
-//! newlines): first `mirror-meta 1`, then `m <seconds> <nanoseconds> <path>` per file and link.
+//! newlines): first `mirror-meta 1`, then `m <seconds> <nanoseconds> <path>` per file and link,
+//! followed by `p <octal permissions> <path>` when the permissions are not 0644/0755.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +14,31 @@ use gix::ObjectId;
 
 use crate::store::{Shadow, NOTES_REF};
 
-/// Modification time in nanoseconds since the epoch, per path.
-pub type Mtimes = BTreeMap<BString, i64>;
+/// What git's tree cannot hold about one file or link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Modification time in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Permission bits (0o777) when they are not what git's mode implies (0644 or 0755):
+    /// a 0600 secret comes back 0600. `None`: the default, which follows the umask on restore.
+    pub perm: Option<u32>,
+}
+
+impl FileMeta {
+    /// From `lstat` data; the special bits (setuid, setgid, sticky) are never recorded, so a
+    /// snapshot cannot plant a setuid file.
+    pub fn from_stat(stat: &crate::statcache::Stat) -> FileMeta {
+        let is_link = stat.mode & 0o170000 == 0o120000;
+        let perm = stat.mode & 0o777;
+        FileMeta {
+            mtime_ns: stat.mtime_ns,
+            perm: (!is_link && perm != 0o644 && perm != 0o755).then_some(perm),
+        }
+    }
+}
+
+/// Per path (files and links).
+pub type Mtimes = BTreeMap<BString, FileMeta>;
 
 const HEADER: &[u8] = b"mirror-meta 1";
 
@@ -22,12 +46,18 @@ pub fn encode(mtimes: &Mtimes) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + mtimes.len() * 48);
     out.extend_from_slice(HEADER);
     out.push(0);
-    for (path, ns) in mtimes {
+    for (path, meta) in mtimes {
+        let ns = meta.mtime_ns;
         let secs = ns.div_euclid(1_000_000_000);
         let nanos = ns.rem_euclid(1_000_000_000);
         out.extend_from_slice(format!("m {secs} {nanos} ").as_bytes());
         out.extend_from_slice(path);
         out.push(0);
+        if let Some(perm) = meta.perm {
+            out.extend_from_slice(format!("p {perm:o} ").as_bytes());
+            out.extend_from_slice(path);
+            out.push(0);
+        }
     }
     out
 }
@@ -42,20 +72,42 @@ pub fn decode(data: &[u8]) -> Result<Mtimes> {
         if record.is_empty() {
             continue;
         }
-        let mut parts = record.splitn(4, |b| *b == b' ');
-        let (kind, secs, nanos, path) = (parts.next(), parts.next(), parts.next(), parts.next());
         let parse = |b: Option<&[u8]>| {
             b.and_then(|b| b.to_str().ok())
                 .and_then(|s| s.parse::<i64>().ok())
         };
-        match (kind, parse(secs), parse(nanos), path) {
-            (Some(b"m"), Some(s), Some(n), Some(p)) => {
-                mtimes.insert(p.into(), s * 1_000_000_000 + n);
+        match record.split(|b| *b == b' ').next() {
+            Some(b"m") => {
+                let mut parts = record.splitn(4, |b| *b == b' ').skip(1);
+                let (secs, nanos, path) = (parse(parts.next()), parse(parts.next()), parts.next());
+                match (secs, nanos, path) {
+                    (Some(s), Some(n), Some(p)) => {
+                        mtimes.insert(
+                            p.into(),
+                            FileMeta {
+                                mtime_ns: s * 1_000_000_000 + n,
+                                perm: None,
+                            },
+                        );
+                    }
+                    _ => bail!("malformed metadata record {:?}", record.as_bstr()),
+                }
+            }
+            Some(b"p") => {
+                let mut parts = record.splitn(3, |b| *b == b' ').skip(1);
+                let perm = parts
+                    .next()
+                    .and_then(|b| b.to_str().ok())
+                    .and_then(|s| u32::from_str_radix(s, 8).ok());
+                match (perm, parts.next().and_then(|p| mtimes.get_mut(p))) {
+                    // Never more than rwx bits, whatever the note says.
+                    (Some(perm), Some(meta)) => meta.perm = Some(perm & 0o777),
+                    _ => bail!("malformed metadata record {:?}", record.as_bstr()),
+                }
             }
             // Unknown record kinds come from newer versions; skipping them keeps old
             // readers working, as docs/format.md promises.
-            (Some(k), ..) if k != b"m" => continue,
-            _ => bail!("malformed metadata record {:?}", record.as_bstr()),
+            _ => continue,
         }
     }
     Ok(mtimes)
@@ -120,9 +172,18 @@ mod tests {
         let mut m = Mtimes::new();
         m.insert(
             BString::from(&b"new\nline \xff"[..]),
-            1_700_000_000_123_456_789,
+            FileMeta {
+                mtime_ns: 1_700_000_000_123_456_789,
+                perm: Some(0o600),
+            },
         );
-        m.insert("old".into(), -1_500_000_000);
+        m.insert(
+            "old".into(),
+            FileMeta {
+                mtime_ns: -1_500_000_000,
+                perm: None,
+            },
+        );
         assert_eq!(decode(&encode(&m)).unwrap(), m);
     }
 }

@@ -215,7 +215,7 @@ pub fn scan(
         out.files += 1;
         out.bytes += stat.size;
         items.push((entry.rel.clone(), item));
-        times.push((entry.rel.clone(), stat.mtime_ns));
+        times.push((entry.rel.clone(), meta::FileMeta::from_stat(&stat)));
         out.stats.push((entry.rel.clone(), stat));
     }
     out.listing = items.into_iter().collect();
@@ -551,9 +551,27 @@ fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan
     for (path, item) in &scan.listing {
         // Carried-forward and empty-dir entries have no fresh stat: a zero stat never matches
         // a real file, so they are re-read next time, but they keep the listing complete.
-        let stat = stats.get(path).map(|s| **s).unwrap_or_else(|| Stat {
-            mtime_ns: scan.mtimes.get(path).copied().unwrap_or_default(),
-            ..Stat::default()
+        let stat = stats.get(path).map(|s| **s).unwrap_or_else(|| {
+            // Keep the recorded metadata (mtime, permissions) in the cache's listing; a zero
+            // size and inode never match a real file, so the path is read again next time.
+            let meta = scan.mtimes.get(path);
+            let perm = meta
+                .and_then(|m| m.perm)
+                .unwrap_or(if item.mode == Mode::Exec {
+                    0o755
+                } else {
+                    0o644
+                });
+            let kind = if item.mode == Mode::Link {
+                0o120000
+            } else {
+                0o100000
+            };
+            Stat {
+                mtime_ns: meta.map(|m| m.mtime_ns).unwrap_or_default(),
+                mode: kind | perm,
+                ..Stat::default()
+            }
         });
         cache
             .entries

@@ -95,7 +95,7 @@ impl Cache {
         self.entries
             .iter()
             .filter(|(_, e)| e.item.mode.is_file())
-            .map(|(p, e)| (p.clone(), e.stat.mtime_ns))
+            .map(|(p, e)| (p.clone(), crate::meta::FileMeta::from_stat(&e.stat)))
             .collect()
     }
 

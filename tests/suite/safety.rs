@@ -217,3 +217,64 @@ fn an_unparsable_mirrorignore_pattern_is_reported_and_excludes_nothing() {
     assert!(files.contains("bar{x"), "{files}");
     assert!(!files.contains("a.tmp"), "{files}");
 }
+
+#[test]
+fn permissions_are_recorded_and_restored_exactly_and_a_chmod_is_a_change() {
+    let env = Env::new();
+    env.write("t/secret.env", "KEY=1\n");
+    env.write("t/group.txt", "shared\n");
+    env.write("t/plain.txt", "plain\n");
+    let set = |rel: &str, mode: u32| {
+        std::fs::set_permissions(env.path(rel), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    set("t/secret.env", 0o600);
+    set("t/group.txt", 0o640);
+    set("t/plain.txt", 0o644);
+    env.init(&["t=t"]);
+    env.ok(&["snapshot"]);
+    let note = stdout(&env.shadow_git(&["notes", "--ref=mirror", "show", "tiers/t"]));
+    assert!(note.contains("p 600 secret.env"), "{note:?}");
+    assert!(
+        !note.contains("plain.txt\0p"),
+        "default permissions are not recorded: {note:?}"
+    );
+
+    // A chmod alone is recorded as a new snapshot.
+    set("t/group.txt", 0o600);
+    let out = env.mirror(&["snapshot"]);
+    assert_exit(&out, 0, "snapshot after chmod");
+    assert!(!stdout(&out).contains("unchanged"), "{}", stdout(&out));
+    set("t/group.txt", 0o640);
+    env.ok(&["snapshot"]);
+
+    // Restored as recorded, whatever the umask; setuid bits can never come back.
+    let dest = env.root().join("restored");
+    let mut cmd = std::process::Command::new("sh");
+    env.isolate(&mut cmd);
+    let out = cmd
+        .current_dir(&env.project)
+        .arg("-c")
+        .arg(format!(
+            "umask 000 && exec '{}' checkout latest --to '{}'",
+            env!("CARGO_BIN_EXE_mirror"),
+            dest.display()
+        ))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0, "checkout under umask 000");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&dest.join("t/secret.env")), 0o600);
+    assert_eq!(mode(&dest.join("t/group.txt")), 0o640);
+    assert_eq!(
+        mode(&dest.join("t/plain.txt")),
+        0o666,
+        "default files follow the umask"
+    );
+
+    // In place: a file whose content is unchanged gets its recorded permissions back.
+    set("t/secret.env", 0o644);
+    let old = tip(&env, "t");
+    env.ok(&["snapshot"]);
+    env.ok(&["checkout", &old]);
+    assert_eq!(mode(&env.path("t/secret.env")), 0o600);
+}
