@@ -1,5 +1,7 @@
 //! `mirror hook` — what the installed git hooks run.
 
+use std::os::unix::ffi::OsStrExt;
+
 use mirror::snapshot::{EmptyPolicy, Options, Outcome};
 
 use super::output::short;
@@ -209,8 +211,6 @@ fn missing_critical(
     }
     Ok(out)
 }
-
-use std::os::unix::ffi::OsStrExt;
 
 /// Quote a path for a shell command line the user can paste.
 fn shell_quote(path: &str) -> String {
