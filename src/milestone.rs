@@ -124,17 +124,8 @@ pub fn create(
     }
     let tree = editor.write()?.detach();
     shadow.track(tree);
-    let parents: Vec<ObjectId> = tiers.iter().map(|(_, c)| *c).collect();
-    let commit = gix::objs::Commit {
-        tree,
-        parents: parents.into_iter().collect(),
-        author: signature.clone(),
-        committer: signature.clone(),
-        encoding: None,
-        message: message.into(),
-        extra_headers: Vec::new(),
-    };
-    let milestone = shadow.write_object(&commit)?;
+    let milestone =
+        shadow.write_commit(tree, tiers.iter().map(|(_, c)| *c), message, &signature)?;
     let tag = gix::objs::Tag {
         target: milestone,
         target_kind: gix::objs::Kind::Commit,

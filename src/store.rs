@@ -314,17 +314,17 @@ impl Shadow {
         Ok(id)
     }
 
-    /// Write a commit of `tree` on top of `parent` (none for a first commit).
+    /// Write a commit of `tree` with `parents` (an `Option` for a chain, none for a first commit).
     pub fn write_commit(
         &self,
         tree: ObjectId,
-        parent: Option<ObjectId>,
+        parents: impl IntoIterator<Item = ObjectId>,
         message: String,
         signature: &gix::actor::Signature,
     ) -> Result<ObjectId> {
         let commit = gix::objs::Commit {
             tree,
-            parents: parent.into_iter().collect(),
+            parents: parents.into_iter().collect(),
             author: signature.clone(),
             committer: signature.clone(),
             encoding: None,
