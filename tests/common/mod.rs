@@ -286,3 +286,27 @@ pub fn fsck_clean(env: &Env) {
         stderr(&out)
     );
 }
+
+/// `mirror ARGS` run under the given umask (through `sh`, since a umask is per process).
+pub fn mirror_with_umask(env: &Env, umask: u32, args: &[&str]) -> Output {
+    let mut cmd = Command::new("sh");
+    env.isolate(&mut cmd);
+    let script = format!("umask {umask:03o} && exec \"$0\" \"$@\"");
+    cmd.current_dir(&env.project)
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_mirror"))
+        .args(args)
+        .output()
+        .expect("run mirror under a umask")
+}
+
+/// `mirror log --audit --json EXTRA...`, parsed.
+pub fn audit_log(env: &Env, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["log", "--audit", "--json"];
+    args.extend_from_slice(extra);
+    let text = env.ok(&args);
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("log --audit --json is not JSON ({e}):\n{text}"));
+    v.as_array().expect("a JSON array").clone()
+}

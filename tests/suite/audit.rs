@@ -56,16 +56,6 @@ fn entry_json(env: &Env, rev: &str) -> Value {
         .unwrap_or_else(|e| panic!("entry {rev} does not hold JSON ({e}):\n{body}"))
 }
 
-/// `mirror log --audit --json [extra]`, parsed.
-fn audit_log(env: &Env, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["log", "--audit", "--json"];
-    args.extend_from_slice(extra);
-    let text = env.ok(&args);
-    let v: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("log --audit --json is not JSON ({e}):\n{text}"));
-    v.as_array().expect("a JSON array").clone()
-}
-
 fn trailer(message: &str, key: &str) -> Option<String> {
     message
         .lines()

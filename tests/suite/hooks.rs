@@ -11,8 +11,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
-
 // ---------------------------------------------------------------------------------------------
 // helpers
 
@@ -112,6 +110,25 @@ fn trailer(message: &str, key: &str) -> Option<String> {
 }
 
 /// A file's content as recorded in a shadow commit.
+/// The tier moved past `before` to a `pre-commit` snapshot naming `parent` as the source
+/// HEAD; returns the new snapshot.
+fn assert_pre_commit_snapshot(env: &Env, before: &str, parent: &str, what: &str) -> String {
+    let new = tip(env).unwrap();
+    assert_ne!(new, before, "{what} took no snapshot");
+    let message = commit_message(env, &new);
+    assert_eq!(
+        trailer(&message, "Mirror-Trigger").as_deref(),
+        Some("pre-commit"),
+        "{message}"
+    );
+    assert_eq!(
+        trailer(&message, "Mirror-Source-Head").as_deref(),
+        Some(parent),
+        "the pre-commit snapshot must name the parent HEAD:\n{message}"
+    );
+    new
+}
+
 fn recorded(env: &Env, rev: &str, path: &str) -> Option<Vec<u8>> {
     let out = env.shadow_git(&["cat-file", "blob", &format!("{rev}:{path}")]);
     out.status.success().then_some(out.stdout)
@@ -123,16 +140,6 @@ fn output_lines(out: &Output) -> Vec<String> {
     lines.extend(stderr(out).lines().map(str::to_owned));
     lines.retain(|l| !l.trim().is_empty());
     lines
-}
-
-/// `mirror log --audit --json`, parsed, newest first.
-fn audit_log(env: &Env, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["log", "--audit", "--json"];
-    args.extend_from_slice(extra);
-    let text = env.ok(&args);
-    let v: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("log --audit --json is not JSON ({e}):\n{text}"));
-    v.as_array().expect("a JSON array").clone()
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -199,19 +206,7 @@ fn git_commit_takes_a_quiet_pre_commit_snapshot_naming_the_parent_head() {
     assert_eq!(git_text(&env, &["log", "-1", "--format=%s"]), "second");
 
     // A new snapshot, trigger pre-commit, naming the HEAD before the commit.
-    let new = tip(&env).unwrap();
-    assert_ne!(new, before, "git commit took no snapshot");
-    let message = commit_message(&env, &new);
-    assert_eq!(
-        trailer(&message, "Mirror-Trigger").as_deref(),
-        Some("pre-commit"),
-        "{message}"
-    );
-    assert_eq!(
-        trailer(&message, "Mirror-Source-Head").as_deref(),
-        Some(parent.as_str()),
-        "the pre-commit snapshot must name the parent HEAD:\n{message}"
-    );
+    let new = assert_pre_commit_snapshot(&env, &before, &parent, "git commit");
     assert_eq!(
         recorded(&env, &new, ".env").as_deref(),
         Some(&b"TOKEN=two\n"[..])
@@ -317,17 +312,7 @@ fn git_commit_all_records_ignored_files_and_commits_exactly_what_git_would() {
     assert_eq!(env.git_ok(&["status", "--porcelain"]), "?? notes.txt\n");
 
     // The snapshot recorded the ignored and untracked files, naming the parent.
-    let new = tip(&env).unwrap();
-    assert_ne!(new, before, "git commit -a took no snapshot");
-    let message = commit_message(&env, &new);
-    assert_eq!(
-        trailer(&message, "Mirror-Trigger").as_deref(),
-        Some("pre-commit")
-    );
-    assert_eq!(
-        trailer(&message, "Mirror-Source-Head").as_deref(),
-        Some(parent.as_str())
-    );
+    let new = assert_pre_commit_snapshot(&env, &before, &parent, "git commit -a");
     assert_eq!(
         recorded(&env, &new, ".env").as_deref(),
         Some(&b"TOKEN=all\n"[..])
@@ -395,17 +380,7 @@ fn git_commit_paths_from_a_subdirectory_commits_only_those_paths_and_keeps_the_i
         ".gitignore\nREADME.md\nsrc/main.rs"
     );
 
-    let new = tip(&env).unwrap();
-    assert_ne!(new, before, "git commit <path> took no snapshot");
-    let message = commit_message(&env, &new);
-    assert_eq!(
-        trailer(&message, "Mirror-Trigger").as_deref(),
-        Some("pre-commit")
-    );
-    assert_eq!(
-        trailer(&message, "Mirror-Source-Head").as_deref(),
-        Some(parent.as_str())
-    );
+    let new = assert_pre_commit_snapshot(&env, &before, &parent, "git commit <path>");
     assert_eq!(
         recorded(&env, &new, ".env").as_deref(),
         Some(&b"TOKEN=paths\n"[..])

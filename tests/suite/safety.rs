@@ -181,18 +181,11 @@ fn restored_permissions_follow_the_umask() {
     env.init(&["tier-0=tier-0"]);
     env.ok(&["snapshot"]);
     let dest = env.root().join("restored");
-    let mut cmd = std::process::Command::new("sh");
-    env.isolate(&mut cmd);
-    let out = cmd
-        .current_dir(&env.project)
-        .arg("-c")
-        .arg(format!(
-            "umask 077 && exec '{}' checkout latest --to '{}'",
-            env!("CARGO_BIN_EXE_mirror"),
-            dest.display()
-        ))
-        .output()
-        .unwrap();
+    let out = mirror_with_umask(
+        &env,
+        0o077,
+        &["checkout", "latest", "--to", dest.to_str().unwrap()],
+    );
     assert_exit(&out, 0, "checkout under umask 077");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dest.join("tier-0/secret.env")), 0o600);
@@ -249,18 +242,11 @@ fn permissions_are_recorded_and_restored_exactly_and_a_chmod_is_a_change() {
 
     // Restored as recorded, whatever the umask; setuid bits can never come back.
     let dest = env.root().join("restored");
-    let mut cmd = std::process::Command::new("sh");
-    env.isolate(&mut cmd);
-    let out = cmd
-        .current_dir(&env.project)
-        .arg("-c")
-        .arg(format!(
-            "umask 000 && exec '{}' checkout latest --to '{}'",
-            env!("CARGO_BIN_EXE_mirror"),
-            dest.display()
-        ))
-        .output()
-        .unwrap();
+    let out = mirror_with_umask(
+        &env,
+        0o000,
+        &["checkout", "latest", "--to", dest.to_str().unwrap()],
+    );
     assert_exit(&out, 0, "checkout under umask 000");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&dest.join("t/secret.env")), 0o600);
