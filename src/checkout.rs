@@ -383,39 +383,13 @@ fn apply_paths(
 }
 
 fn relative_to_root(project: &Project, path: &Path) -> Result<PathBuf> {
-    let joined = if path.is_absolute() {
-        path.to_owned()
-    } else {
-        project.root.join(path)
-    };
-    let mut parts: Vec<&OsStr> = Vec::new();
-    for c in joined
-        .strip_prefix(&project.root)
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "{} is outside the project {}",
-                path.display(),
-                project.root.display()
-            )
-        })?
-        .components()
-    {
-        match c {
-            std::path::Component::Normal(n) => parts.push(n),
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                if parts.pop().is_none() {
-                    bail!(
-                        "{} is outside the project {}",
-                        path.display(),
-                        project.root.display()
-                    );
-                }
-            }
-            _ => bail!("{} is not a usable path", path.display()),
-        }
-    }
-    Ok(parts.iter().collect())
+    crate::config::lexically_inside(&project.root, path).with_context(|| {
+        format!(
+            "{} is outside the project {}",
+            path.display(),
+            project.root.display()
+        )
+    })
 }
 
 fn prepare_empty_dir(dir: &Path, project: &Project) -> Result<()> {

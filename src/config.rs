@@ -165,61 +165,60 @@ pub fn validate_tier_name(name: &str) -> Result<(), String> {
 /// Normalise a tier path to a relative, `/`-separated path without `.` or `..` components
 /// (the root itself is `.`), refusing anything that would leave the project root.
 pub fn normalize_tier_path(path: &str) -> Result<String, String> {
-    let p = Path::new(path);
-    if p.is_absolute() {
+    if Path::new(path).is_absolute() {
         return Err(format!(
             "tier path '{path}' is absolute; tier paths are relative to the project root"
         ));
     }
-    let mut parts: Vec<String> = Vec::new();
-    for component in p.components() {
+    let rel = lexically_inside(Path::new(""), Path::new(path)).ok_or_else(|| {
+        format!("tier path '{path}' escapes the project root; tier paths must stay inside it")
+    })?;
+    if rel.components().any(|c| c.as_os_str() == ".git") {
+        return Err(format!("tier path '{path}' points into a .git directory"));
+    }
+    // `path` is a &str, so its components are UTF-8 too.
+    let rel = rel.to_string_lossy().into_owned();
+    Ok(if rel.is_empty() { ".".to_owned() } else { rel })
+}
+
+/// `path` (absolute, or relative to `root`) as a path relative to `root`, with `.` and `..`
+/// resolved lexically (no symlink is looked at); `None` when it leaves `root`.
+pub fn lexically_inside(root: &Path, path: &Path) -> Option<PathBuf> {
+    let rel = if path.is_absolute() {
+        path.strip_prefix(root).ok()?
+    } else {
+        path
+    };
+    let mut parts = Vec::new();
+    for component in rel.components() {
         match component {
+            Component::Normal(name) => parts.push(name),
             Component::CurDir => {}
-            Component::Normal(name) => {
-                let name = name
-                    .to_str()
-                    .ok_or_else(|| format!("tier path '{path}' is not valid UTF-8"))?;
-                if name == ".git" {
-                    return Err(format!("tier path '{path}' points into a .git directory"));
-                }
-                parts.push(name.to_owned());
-            }
             Component::ParentDir => {
-                if parts.pop().is_none() {
-                    return Err(format!(
-                        "tier path '{path}' escapes the project root; tier paths must stay inside it"
-                    ));
-                }
+                parts.pop()?;
             }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("tier path '{path}' is not relative"))
-            }
+            Component::RootDir | Component::Prefix(_) => return None,
         }
     }
-    Ok(if parts.is_empty() {
-        ".".to_owned()
-    } else {
-        parts.join("/")
-    })
+    Some(parts.iter().collect())
 }
 
 /// Turn a `--tier` path given on the command line (possibly absolute, if inside `root`) into
 /// a normalised tier path.
 pub fn tier_path_from_arg(root: &Path, arg: &str) -> Result<String, String> {
-    let p = Path::new(arg);
-    if p.is_absolute() {
-        let rel = p.strip_prefix(root).map_err(|_| {
-            format!(
-                "tier path '{arg}' is outside the project root {}",
-                root.display()
-            )
-        })?;
-        let rel = rel
-            .to_str()
-            .ok_or_else(|| format!("tier path '{arg}' is not valid UTF-8"))?;
-        return normalize_tier_path(if rel.is_empty() { "." } else { rel });
+    if !Path::new(arg).is_absolute() {
+        return normalize_tier_path(arg);
     }
-    normalize_tier_path(arg)
+    let rel = lexically_inside(root, Path::new(arg)).ok_or_else(|| {
+        format!(
+            "tier path '{arg}' is outside the project root {}",
+            root.display()
+        )
+    })?;
+    let rel = rel
+        .to_str()
+        .ok_or_else(|| format!("tier path '{arg}' is not valid UTF-8"))?;
+    normalize_tier_path(if rel.is_empty() { "." } else { rel })
 }
 
 /// Find the project root: the nearest directory at or above `start` holding `mirror.yaml`.
@@ -242,6 +241,26 @@ mod tests {
         assert!(normalize_tier_path("../x").is_err());
         assert!(normalize_tier_path("a/../../x").is_err());
         assert!(normalize_tier_path("/etc").is_err());
+    }
+
+    #[test]
+    fn paths_are_resolved_lexically_inside_the_root() {
+        let root = Path::new("/p");
+        assert_eq!(
+            lexically_inside(root, Path::new("/p/a/../b")),
+            Some(PathBuf::from("b"))
+        );
+        assert_eq!(
+            lexically_inside(root, Path::new("a/./c")),
+            Some(PathBuf::from("a/c"))
+        );
+        assert_eq!(
+            lexically_inside(root, Path::new("/p")),
+            Some(PathBuf::new())
+        );
+        assert_eq!(lexically_inside(root, Path::new("/p/../q")), None);
+        assert_eq!(lexically_inside(root, Path::new("/q/x")), None);
+        assert_eq!(lexically_inside(root, Path::new("a/../../x")), None);
     }
 
     #[test]

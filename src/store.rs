@@ -424,20 +424,7 @@ impl Shadow {
                             loose.display()
                         )
                     })?;
-                let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-                hasher.update(&gix::objs::encode::loose_header(
-                    gix::objs::Kind::Blob,
-                    size,
-                ));
-                Ok((
-                    size,
-                    Box::new(VerifyingReader {
-                        inner: inflate,
-                        hasher: Some(hasher),
-                        expected: oid.to_owned(),
-                        remaining: size,
-                    }),
-                ))
+                Ok((size, Box::new(VerifyingReader::new(inflate, oid, size))))
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 if let Some(found) = self.open_packed_blob(oid)? {
@@ -491,17 +478,8 @@ impl Shadow {
             let end = data.pack_end() as u64;
             let compressed =
                 BufReader::with_capacity(64 * 1024, file.take(end - entry.data_offset));
-            let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-            hasher.update(&gix::objs::encode::loose_header(
-                gix::objs::Kind::Blob,
-                size,
-            ));
-            let reader = VerifyingReader {
-                inner: flate2::read::ZlibDecoder::new(compressed),
-                hasher: Some(hasher),
-                expected: oid.to_owned(),
-                remaining: size,
-            };
+            let inflate = flate2::read::ZlibDecoder::new(compressed);
+            let reader = VerifyingReader::new(inflate, oid, size);
             return Ok(Some((size, Box::new(reader))));
         }
         Ok(None)
@@ -605,6 +583,23 @@ struct VerifyingReader<R> {
     hasher: Option<gix::hash::Hasher>,
     expected: ObjectId,
     remaining: u64,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    /// `inner` yields the content of blob `oid`, `size` bytes.
+    fn new(inner: R, oid: &gix::oid, size: u64) -> Self {
+        let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
+        hasher.update(&gix::objs::encode::loose_header(
+            gix::objs::Kind::Blob,
+            size,
+        ));
+        VerifyingReader {
+            inner,
+            hasher: Some(hasher),
+            expected: oid.to_owned(),
+            remaining: size,
+        }
+    }
 }
 
 impl<R: Read> Read for VerifyingReader<R> {
