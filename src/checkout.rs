@@ -52,6 +52,9 @@ pub struct Request {
     /// Restore only what is missing on disk, touching nothing that exists (`mirror restore
     /// --missing`): nothing is overwritten, so no pre-checkout snapshot is needed.
     pub missing_only: bool,
+    /// Leave encrypted files that cannot be decrypted (no or wrong identity) alone instead of
+    /// refusing the whole checkout.
+    pub skip_encrypted: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -64,6 +67,8 @@ pub struct TierRestore {
     pub unchanged: u64,
     /// Paths that could not be restored, with the reason.
     pub failed: Vec<(String, String)>,
+    /// Encrypted files left alone under `--skip-encrypted` (paths inside the tier).
+    pub skipped_encrypted: Vec<String>,
 }
 
 fn ser_oid<S: serde::Serializer>(id: &ObjectId, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -157,6 +162,43 @@ pub fn checkout(
         (selections, targets) = kept.into_iter().unzip();
     }
 
+    // Encrypted files need the identity: find out now, before anything is written, whether
+    // every one in scope decrypts (each header is unwrapped; no content is read yet).
+    let mut undecryptable: Vec<BTreeSet<BString>> = Vec::new();
+    let mut refused = Vec::new();
+    for (sel, (target, target_mtimes)) in selections.iter().zip(&targets) {
+        let mut cannot = BTreeSet::new();
+        for (path, item) in target.iter().filter(|(p, _)| {
+            sel.scopes.is_empty() || sel.scopes.iter().any(|s| listing::in_scope(p, s))
+        }) {
+            if target_mtimes
+                .get(path)
+                .is_none_or(|m| m.encrypted.is_none())
+            {
+                continue;
+            }
+            if let Err(err) = can_decrypt(project, shadow, &item.oid) {
+                if refused.is_empty() {
+                    refused.push(format!("{err:#}"));
+                }
+                cannot.insert(path.clone());
+            }
+        }
+        if !cannot.is_empty() && !request.skip_encrypted {
+            let names: Vec<String> = cannot
+                .iter()
+                .map(|p| format!("{}: {p}", sel.tier.name))
+                .collect();
+            bail!(
+                "{} encrypted files cannot be decrypted: {}; nothing was changed — pass --identity FILE or set MIRROR_IDENTITY (MIRROR_PASSPHRASE for a protected identity), or --skip-encrypted to restore everything else:\n  {}",
+                names.len(),
+                refused.first().map(String::as_str).unwrap_or("unknown reason"),
+                names.join("\n  ")
+            );
+        }
+        undecryptable.push(cannot);
+    }
+
     let mut report = Report {
         restored: Vec::new(),
         pre: Vec::new(),
@@ -224,7 +266,9 @@ pub fn checkout(
             }
         }
     }
-    for (sel, (target, target_mtimes)) in selections.iter().zip(&targets) {
+    for ((sel, (target, target_mtimes)), skip) in
+        selections.iter().zip(&targets).zip(&undecryptable)
+    {
         let dest = project
             .tier_dir_under(&dest_base, &sel.tier, true)?
             .context("tier directory could not be created")?;
@@ -243,9 +287,12 @@ pub fn checkout(
             deleted: 0,
             unchanged: 0,
             failed: Vec::new(),
+            skipped_encrypted: skip.iter().map(|p| p.to_string()).collect(),
         };
         let plan = Plan {
             shadow,
+            keys: &project.keys,
+            skip,
             dest: &dest,
             target,
             target_mtimes,
@@ -415,8 +462,18 @@ fn prepare_empty_dir(dir: &Path, project: &Project) -> Result<()> {
     Ok(())
 }
 
+/// Can the identity open the age file in blob `oid`? Only the header is read.
+fn can_decrypt(project: &Project, shadow: &Shadow, oid: &ObjectId) -> Result<()> {
+    let (_, blob) = shadow.open_blob(oid)?;
+    project.keys.decrypt(crate::crypt::buffered(blob))?;
+    Ok(())
+}
+
 struct Plan<'a> {
     shadow: &'a Shadow,
+    keys: &'a crate::crypt::Keys,
+    /// Encrypted paths that cannot be decrypted: neither written nor removed.
+    skip: &'a BTreeSet<BString>,
     dest: &'a Path,
     target: &'a Listing,
     target_mtimes: &'a Mtimes,
@@ -436,7 +493,8 @@ fn kind(mode: Mode) -> u8 {
 
 impl Plan<'_> {
     fn in_scope(&self, path: &[u8]) -> bool {
-        self.scopes.is_empty() || self.scopes.iter().any(|s| listing::in_scope(path, s))
+        (self.scopes.is_empty() || self.scopes.iter().any(|s| listing::in_scope(path, s)))
+            && !self.skip.contains(path)
     }
 
     /// Is what is on disk at `rel` something other than what the pre-checkout snapshot
@@ -654,8 +712,7 @@ impl Plan<'_> {
             );
         }
         let tmp = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-        let perm = meta.and_then(|m| m.perm);
-        let result = self.write_temp(&tmp, mode, oid, perm).and_then(|()| {
+        let result = self.write_temp(&tmp, mode, oid, meta).and_then(|()| {
             set_mtime(&tmp, mode, meta.map(|m| m.mtime_ns))?;
             std::fs::rename(&tmp, &final_path)
                 .with_context(|| format!("could not move into place {}", final_path.display()))
@@ -666,8 +723,28 @@ impl Plan<'_> {
         result
     }
 
-    fn write_temp(&self, tmp: &Path, mode: Mode, oid: &ObjectId, perm: Option<u32>) -> Result<()> {
-        let (size, mut reader) = self.shadow.open_blob(oid)?;
+    fn write_temp(
+        &self,
+        tmp: &Path,
+        mode: Mode,
+        oid: &ObjectId,
+        meta: Option<meta::FileMeta>,
+    ) -> Result<()> {
+        let perm = meta.and_then(|m| m.perm);
+        let (blob_size, blob) = self.shadow.open_blob(oid)?;
+        // A treasure's blob is its age ciphertext; the note records the plaintext size.
+        let (size, mut reader): (u64, Box<dyn std::io::Read>) = match meta.and_then(|m| m.encrypted)
+        {
+            Some(plain_size) if mode != Mode::Link => (
+                plain_size,
+                Box::new(
+                    self.keys
+                        .decrypt(crate::crypt::buffered(blob))
+                        .with_context(|| format!("blob {oid}"))?,
+                ),
+            ),
+            _ => (blob_size, blob),
+        };
         if mode == Mode::Link {
             let mut target = Vec::with_capacity(size as usize);
             std::io::Read::read_to_end(&mut reader, &mut target)?;

@@ -29,9 +29,28 @@ pub struct Config {
     /// Extra gitignore-syntax patterns (relative to the project root) that are never recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// Gitignore-syntax patterns (relative to the project root) of critical files: watched for
+    /// loss and stored only age-encrypted. Absent: the defaults; `[]`: none.
+    #[serde(default = "crate::treasure::default_patterns")]
+    pub treasures: Vec<String>,
+    /// Who can decrypt treasure files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// How the git hooks behave (`mirror hooks install`).
     #[serde(default, skip_serializing_if = "HookSettings::is_default")]
     pub hooks: HookSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// age recipients (`age1…`) and OpenSSH public keys (`ssh-ed25519 …`, `ssh-rsa …`).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// The identity file that decrypts (relative to the project root); default
+    /// `$XDG_CONFIG_HOME/mirror/identity.txt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +142,39 @@ impl Config {
                 return Err(invalid(format!("tier path '{}' is used twice", tier.path)));
             }
         }
+        crate::treasure::Treasures::new(&self.treasures).map_err(invalid)?;
+        for r in self.recipients() {
+            crate::crypt::parse_recipient(r)
+                .map_err(|e| invalid(format!("encryption.recipients: {e}")))?;
+        }
         Ok(())
+    }
+
+    /// The configured encryption recipients (none when there is no `encryption:` section).
+    pub fn recipients(&self) -> &[String] {
+        self.encryption
+            .as_ref()
+            .map(|e| e.recipients.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// `encryption.identity`, if set.
+    pub fn identity_path(&self) -> Option<&Path> {
+        self.encryption.as_ref().and_then(|e| e.identity.as_deref())
+    }
+
+    pub fn treasures(&self) -> anyhow::Result<crate::treasure::Treasures> {
+        crate::treasure::Treasures::new(&self.treasures).map_err(anyhow::Error::msg)
+    }
+
+    /// An encryptor for the configured recipients; `None` when there are none.
+    pub fn encryptor(&self) -> Option<crate::crypt::Encryptor> {
+        let recipients: Vec<_> = self
+            .recipients()
+            .iter()
+            .filter_map(|r| crate::crypt::parse_recipient(r).ok())
+            .collect();
+        (!recipients.is_empty()).then(|| crate::crypt::Encryptor::new(recipients))
     }
 
     pub fn tier_names(&self) -> Vec<String> {

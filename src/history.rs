@@ -25,6 +25,8 @@ pub struct Snapshot {
     /// The user's `-m` message, if any.
     pub message: String,
     pub partial: bool,
+    /// Treasure files in the snapshot (`Mirror-Critical`; absent in older snapshots).
+    pub critical: Option<u64>,
     pub tags: Vec<String>,
 }
 
@@ -80,6 +82,7 @@ pub fn decode(shadow: &Shadow, id: ObjectId) -> Result<Snapshot> {
         stats: trailer(&message, "Mirror-Stats").unwrap_or("").to_owned(),
         message: user,
         partial: trailer(&message, "Mirror-Partial").is_some(),
+        critical: trailer(&message, "Mirror-Critical").and_then(|v| v.parse().ok()),
         tags: Vec::new(),
     })
 }

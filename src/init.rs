@@ -13,11 +13,17 @@ pub struct InitOptions {
     pub tiers: Vec<(String, String)>,
     /// `--shadow PATH` or `MIRROR_SHADOW`.
     pub shadow: Option<PathBuf>,
+    /// `--encrypt`: the recipients to write under `encryption:` (the CLI makes the identity).
+    pub recipients: Vec<String>,
 }
 
 pub enum InitOutcome {
-    /// mirror.yaml already existed; nothing was changed.
-    Exists { config_path: PathBuf },
+    /// mirror.yaml already existed; nothing was changed but, with `--encrypt`, an
+    /// `encryption:` section where there was none.
+    Exists {
+        config_path: PathBuf,
+        encryption_added: bool,
+    },
     Created {
         config: Config,
         config_path: PathBuf,
@@ -41,6 +47,7 @@ fn retarget(root: &Path, config_path: &Path, options: &InitOptions) -> Result<In
     let exists = || {
         Ok(InitOutcome::Exists {
             config_path: config_path.to_owned(),
+            encryption_added: add_encryption(config_path, &options.recipients)?,
         })
     };
     let Some(new_shadow) = &options.shadow else {
@@ -104,6 +111,11 @@ pub fn init(root: &Path, options: &InitOptions) -> Result<InitOutcome> {
         shadow: shadow.clone(),
         tiers,
         exclude: Vec::new(),
+        treasures: crate::treasure::default_patterns(),
+        encryption: (!options.recipients.is_empty()).then(|| config::Encryption {
+            recipients: options.recipients.clone(),
+            identity: None,
+        }),
         hooks: Default::default(),
     };
     // Validate exactly as a later load would, before creating anything.
@@ -121,6 +133,31 @@ pub fn init(root: &Path, options: &InitOptions) -> Result<InitOutcome> {
         config_path,
         shadow,
     })
+}
+
+/// Append an `encryption:` section to an existing mirror.yaml that has none, as text, so the
+/// user's comments and layout stay. `false`: nothing to add, or it already has one.
+fn add_encryption(config_path: &Path, recipients: &[String]) -> Result<bool> {
+    if recipients.is_empty() {
+        return Ok(false);
+    }
+    let config = Config::load(config_path)?;
+    if config.encryption.is_some() {
+        return Ok(false);
+    }
+    let mut text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("could not read {}", config_path.display()))?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str("encryption:\n  recipients:\n");
+    for r in recipients {
+        text.push_str(&format!("    - {r}\n"));
+    }
+    // Validate exactly as a later load would before replacing the file.
+    Config::parse(&text, config_path)?;
+    crate::store::write_atomically(config_path, text.as_bytes())?;
+    Ok(true)
 }
 
 /// Every top-level `tier-*` directory is a tier; without any, the root itself is tier `root`.

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod checkout;
 pub mod config;
+pub mod crypt;
 pub mod error;
 pub mod history;
 pub mod hooks;
@@ -17,6 +18,7 @@ pub mod milestone;
 pub mod progress;
 pub mod project;
 pub mod registry;
+pub mod rotate;
 pub mod snapshot;
 pub mod statcache;
 pub mod status;

@@ -4,7 +4,8 @@
 //! exactly the tier's files and `git notes --ref=mirror show <commit>` recovers it with plain
 //! git. The blob is a sequence of NUL-terminated records (NUL because file names may contain
 //! newlines): first `mirror-meta 1`, then `m <seconds> <nanoseconds> <path>` per file and link,
-//! followed by `p <octal permissions> <path>` when the permissions are not 0644/0755.
+//! followed by `p <octal permissions> <path>` when the permissions are not 0644/0755, and
+//! `e <plaintext size> <path>` when the blob is the file's age ciphertext (a treasure).
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,8 @@ pub struct FileMeta {
     /// Permission bits (0o777) when they are not what git's mode implies (0644 or 0755):
     /// a 0600 secret comes back 0600. `None`: the default, which follows the umask on restore.
     pub perm: Option<u32>,
+    /// `Some(plaintext size)` when the blob is age ciphertext of the file (a treasure).
+    pub encrypted: Option<u64>,
 }
 
 impl FileMeta {
@@ -33,6 +36,7 @@ impl FileMeta {
         FileMeta {
             mtime_ns: stat.mtime_ns,
             perm: (!is_link && perm != 0o644 && perm != 0o755).then_some(perm),
+            encrypted: None,
         }
     }
 }
@@ -55,6 +59,11 @@ pub fn encode(mtimes: &Mtimes) -> Vec<u8> {
         out.push(0);
         if let Some(perm) = meta.perm {
             out.extend_from_slice(format!("p {perm:o} ").as_bytes());
+            out.extend_from_slice(path);
+            out.push(0);
+        }
+        if let Some(size) = meta.encrypted {
+            out.extend_from_slice(format!("e {size} ").as_bytes());
             out.extend_from_slice(path);
             out.push(0);
         }
@@ -87,6 +96,7 @@ pub fn decode(data: &[u8]) -> Result<Mtimes> {
                             FileMeta {
                                 mtime_ns: s * 1_000_000_000 + n,
                                 perm: None,
+                                encrypted: None,
                             },
                         );
                     }
@@ -102,6 +112,14 @@ pub fn decode(data: &[u8]) -> Result<Mtimes> {
                 match (perm, parts.next().and_then(|p| mtimes.get_mut(p))) {
                     // Never more than rwx bits, whatever the note says.
                     (Some(perm), Some(meta)) => meta.perm = Some(perm & 0o777),
+                    _ => bail!("malformed metadata record {:?}", record.as_bstr()),
+                }
+            }
+            Some(b"e") => {
+                let mut parts = record.splitn(3, |b| *b == b' ').skip(1);
+                let size = parse(parts.next()).and_then(|n| u64::try_from(n).ok());
+                match (size, parts.next().and_then(|p| mtimes.get_mut(p))) {
+                    (Some(size), Some(meta)) => meta.encrypted = Some(size),
                     _ => bail!("malformed metadata record {:?}", record.as_bstr()),
                 }
             }
@@ -175,6 +193,7 @@ mod tests {
             FileMeta {
                 mtime_ns: 1_700_000_000_123_456_789,
                 perm: Some(0o600),
+                encrypted: Some(12_345),
             },
         );
         m.insert(
@@ -182,6 +201,7 @@ mod tests {
             FileMeta {
                 mtime_ns: -1_500_000_000,
                 perm: None,
+                encrypted: None,
             },
         );
         assert_eq!(decode(&encode(&m)).unwrap(), m);

@@ -21,6 +21,8 @@ pub struct Project {
     pub config: Config,
     /// Set when mirror.yaml was missing and the configuration came from the shadow repo.
     pub config_from_shadow: bool,
+    /// The identities that decrypt treasure files, loaded on first use.
+    pub keys: crate::crypt::Keys,
 }
 
 impl Project {
@@ -30,11 +32,7 @@ impl Project {
             .with_context(|| format!("could not resolve {}", start.display()))?;
         if let Some(root) = config::find_root(&start) {
             let config = Config::load(&root.join(CONFIG_FILE))?;
-            return Ok(Project {
-                root,
-                config,
-                config_from_shadow: false,
-            });
+            return Ok(Project::new(root, config, false));
         }
         for dir in start.ancestors() {
             if let Some(shadow_path) = crate::registry::find_shadow_for(dir)? {
@@ -49,14 +47,20 @@ impl Project {
                 let mut config = Config::parse(&text, &shadow_path.join(CONFIG_REF))?;
                 // The recorded shadow path may be relative; we know where it really is.
                 config.shadow = shadow_path;
-                return Ok(Project {
-                    root: dir.to_owned(),
-                    config,
-                    config_from_shadow: true,
-                });
+                return Ok(Project::new(dir.to_owned(), config, true));
             }
         }
         Err(Error::NoProject { dir: start }.into())
+    }
+
+    fn new(root: PathBuf, config: Config, config_from_shadow: bool) -> Project {
+        let keys = crate::crypt::Keys::resolve(None, config.identity_path(), &root);
+        Project {
+            root,
+            config,
+            config_from_shadow,
+            keys,
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {

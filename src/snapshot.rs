@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -15,6 +16,7 @@ use gix::bstr::{BString, ByteSlice};
 use gix::ObjectId;
 
 use crate::config::Tier;
+use crate::crypt::{self, Encryptor, Keys};
 use crate::listing::{self, Counts, Item, Listing, Mode};
 use crate::meta::{self, Mtimes};
 use crate::progress::Progress;
@@ -55,6 +57,8 @@ pub struct Scan {
     pub scan_start_ns: i64,
     /// Every file's blob id came from the stat cache (no file was read).
     pub all_cached: bool,
+    /// Things the scan worked around, e.g. a treasure it could not compare.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -78,6 +82,9 @@ pub struct TierReport {
     pub skipped: Vec<Notice>,
     /// (deleted, previous file count) when more than half of the tier's files were deleted.
     pub mass_delete: Option<(u64, u64)>,
+    /// Treasure files recorded (encrypted).
+    pub critical: u64,
+    pub warnings: Vec<String>,
     /// What is on disk now (as scanned), for checkout to plan against.
     pub listing: Listing,
     pub mtimes: Mtimes,
@@ -175,6 +182,27 @@ pub fn scan(
     let filters = project.filters(tier)?;
     let walked = walk::walk(&root, &filters)
         .with_context(|| format!("tier '{}': could not walk {}", tier.name, root.display()))?;
+    let treasures = project.config.treasures()?;
+    let encryptor = project.config.encryptor();
+    let is_treasure =
+        |e: &walk::WalkEntry| e.kind != Kind::Link && treasures.in_tier(&tier.path, &e.rel);
+    if store == Store::Write && encryptor.is_none() {
+        // Never a silent plaintext fallback: refuse before anything is written.
+        if let Some(found) = walked.files.iter().find(|e| is_treasure(e)) {
+            bail!(
+                "treasures found but no encryption recipients; run `mirror init --encrypt` or set `treasures: []` in mirror.yaml (tier '{}': {} is a treasure)",
+                tier.name,
+                found.rel
+            );
+        }
+    }
+    let reader = EntryReader {
+        shadow,
+        store,
+        encryptor: encryptor.as_ref(),
+        keys: &project.keys,
+        prev,
+    };
 
     let mut out = Scan {
         listing: Listing::new(),
@@ -186,6 +214,7 @@ pub fn scan(
         skipped: walked.skipped,
         scan_start_ns,
         all_cached: true,
+        warnings: Vec::new(),
     };
     let mut unreadable: Vec<(BString, String)> = walked.unreadable;
     progress.begin(
@@ -197,14 +226,18 @@ pub fn scan(
     let mut times = Vec::with_capacity(walked.files.len());
     for entry in &walked.files {
         progress.advance(1);
+        let treasure = is_treasure(entry);
+        // A cached plaintext blob of a file that has since become a treasure (or the other
+        // way round) does not count: it must be stored again, the right way.
         let cached = prev
             .cache
             .as_ref()
-            .and_then(|c| c.lookup(&entry.rel, &entry.stat));
+            .and_then(|c| c.lookup(&entry.rel, &entry.stat))
+            .filter(|c| c.encrypted == treasure);
         out.all_cached &= cached.is_some();
         let (item, stat) = match cached {
-            Some(item) => (item, entry.stat),
-            None => match read_entry(shadow, entry, store)? {
+            Some(c) => (c.item, entry.stat),
+            None => match reader.read(entry, treasure, &mut out.warnings)? {
                 Ok(found) => found,
                 Err(problem) => {
                     unreadable.push((entry.rel.clone(), problem));
@@ -215,7 +248,9 @@ pub fn scan(
         out.files += 1;
         out.bytes += stat.size;
         items.push((entry.rel.clone(), item));
-        times.push((entry.rel.clone(), meta::FileMeta::from_stat(&stat)));
+        let mut file_meta = meta::FileMeta::from_stat(&stat);
+        file_meta.encrypted = treasure.then_some(stat.size);
+        times.push((entry.rel.clone(), file_meta));
         out.stats.push((entry.rel.clone(), stat));
     }
     out.listing = items.into_iter().collect();
@@ -293,66 +328,130 @@ pub fn scan(
     Ok(Some(out))
 }
 
-/// Read one file or link and store (or hash) it. The inner `Err` is a read problem to report.
-fn read_entry(
-    shadow: &Shadow,
-    entry: &walk::WalkEntry,
+/// Reads files that the stat cache could not vouch for, and stores (or hashes) them.
+struct EntryReader<'a> {
+    shadow: &'a Shadow,
     store: Store,
-) -> Result<std::result::Result<(Item, Stat), String>> {
-    if entry.kind == Kind::Link {
-        let target = match std::fs::read_link(&entry.abs) {
-            Ok(t) => t,
-            Err(e) => return Ok(Err(format!("could not read link: {e}"))),
+    encryptor: Option<&'a Encryptor>,
+    keys: &'a Keys,
+    prev: &'a Previous,
+}
+
+impl EntryReader<'_> {
+    /// Read one file or link and store (or hash) it. The inner `Err` is a read problem to
+    /// report. A treasure is stored as age ciphertext, unless its content is that of the
+    /// recorded version, whose ciphertext is then kept (age output differs every time, so
+    /// re-encrypting unchanged files would make a new snapshot out of nothing).
+    fn read(
+        &self,
+        entry: &walk::WalkEntry,
+        treasure: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<std::result::Result<(Item, Stat), String>> {
+        let shadow = self.shadow;
+        if entry.kind == Kind::Link {
+            let target = match std::fs::read_link(&entry.abs) {
+                Ok(t) => t,
+                Err(e) => return Ok(Err(format!("could not read link: {e}"))),
+            };
+            let bytes = target.as_os_str().as_bytes();
+            let oid = match self.store {
+                Store::Write => shadow.write_blob(bytes)?,
+                Store::HashOnly => {
+                    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, bytes)?
+                }
+            };
+            return Ok(Ok((
+                Item {
+                    mode: Mode::Link,
+                    oid,
+                },
+                entry.stat,
+            )));
+        }
+        // O_NONBLOCK: if the file was replaced by a fifo after the walk, opening must not hang.
+        // O_NOFOLLOW: likewise for a file replaced by a symlink.
+        let mut file: File = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(&entry.abs)
+        {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(format!("could not open: {e}"))),
         };
-        let bytes = target.as_os_str().as_bytes();
-        let oid = match store {
-            Store::Write => shadow.write_blob(bytes)?,
-            Store::HashOnly => {
-                gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, bytes)?
+        let md = match file.metadata() {
+            Ok(md) => md,
+            Err(e) => return Ok(Err(format!("could not stat: {e}"))),
+        };
+        if !md.is_file() {
+            return Ok(Err("is no longer a regular file".into()));
+        }
+        let stat = Stat::from_metadata(&md);
+        let mode = if stat.mode & 0o111 != 0 {
+            Mode::Exec
+        } else {
+            Mode::File
+        };
+        if treasure {
+            match self.same_as_recorded(&entry.rel, &mut file, stat.size) {
+                Ok(Some(oid)) => return Ok(Ok((Item { mode, oid }, stat))),
+                Ok(None) => {}
+                Err(err) => warnings.push(format!(
+                    "{}: could not compare with the recorded version ({err:#}); {}",
+                    entry.rel,
+                    match self.store {
+                        Store::Write => "stored a new encrypted copy",
+                        Store::HashOnly => "counted as changed",
+                    }
+                )),
             }
-        };
-        return Ok(Ok((
-            Item {
-                mode: Mode::Link,
-                oid,
+        }
+        let oid = match (self.store, treasure) {
+            (Store::Write, _) => {
+                let encrypt = if treasure {
+                    // `scan` refuses treasures before reading anything when there are no
+                    // recipients, so this is an invariant, reported rather than assumed.
+                    Some(self.encryptor.context("no encryption recipients")?)
+                } else {
+                    None
+                };
+                match shadow.write_file_blob(file, stat.size, encrypt)? {
+                    BlobWrite::Written { oid, .. } => oid,
+                    BlobWrite::Unreadable(p) => return Ok(Err(p.0)),
+                }
+            }
+            // No hash of a treasure's plaintext is ever computed for keeping: a changed
+            // treasure is marked with the null id, which differs from every recorded blob.
+            (Store::HashOnly, true) => ObjectId::null(gix::hash::Kind::Sha1),
+            (Store::HashOnly, false) => match hash_file(file, stat.size)? {
+                Ok(oid) => oid,
+                Err(p) => return Ok(Err(p.0)),
             },
-            entry.stat,
-        )));
+        };
+        Ok(Ok((Item { mode, oid }, stat)))
     }
-    // O_NONBLOCK: if the file was replaced by a fifo after the walk, opening must not hang.
-    // O_NOFOLLOW: likewise for a file replaced by a symlink.
-    let file: File = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(&entry.abs)
-    {
-        Ok(f) => f,
-        Err(e) => return Ok(Err(format!("could not open: {e}"))),
-    };
-    let md = match file.metadata() {
-        Ok(md) => md,
-        Err(e) => return Ok(Err(format!("could not stat: {e}"))),
-    };
-    if !md.is_file() {
-        return Ok(Err("is no longer a regular file".into()));
+
+    /// The recorded ciphertext blob of `rel`, if it decrypts to exactly the content of `file`
+    /// (which is left at its start). `None`: no comparable recorded version, or different.
+    fn same_as_recorded(&self, rel: &[u8], file: &mut File, size: u64) -> Result<Option<ObjectId>> {
+        let Some(recorded) = self.prev.listing().get(rel).filter(|i| i.mode.is_file()) else {
+            return Ok(None);
+        };
+        let comparable = self
+            .prev
+            .mtimes()
+            .get(rel)
+            .is_some_and(|m| m.encrypted == Some(size));
+        if !comparable {
+            return Ok(None);
+        }
+        let (_, blob) = self.shadow.open_blob(&recorded.oid)?;
+        let plain = self.keys.decrypt(crypt::buffered(blob))?;
+        let same = crypt::same_stream(plain, (&*file).take(size + 1))
+            .with_context(|| format!("blob {}", recorded.oid))?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        Ok(same.then_some(recorded.oid))
     }
-    let stat = Stat::from_metadata(&md);
-    let mode = if stat.mode & 0o111 != 0 {
-        Mode::Exec
-    } else {
-        Mode::File
-    };
-    let oid = match store {
-        Store::Write => match shadow.write_file_blob(file, stat.size)? {
-            BlobWrite::Written { oid, .. } => oid,
-            BlobWrite::Unreadable(p) => return Ok(Err(p.0)),
-        },
-        Store::HashOnly => match hash_file(file, stat.size)? {
-            Ok(oid) => oid,
-            Err(p) => return Ok(Err(p.0)),
-        },
-    };
-    Ok(Ok((Item { mode, oid }, stat)))
 }
 
 /// The committer and author of every mirror commit. Fixed, so no git identity is needed.
@@ -435,6 +534,8 @@ fn snapshot_tier(
         unreadable: Vec::new(),
         skipped: Vec::new(),
         mass_delete: None,
+        critical: 0,
+        warnings: Vec::new(),
         listing: Listing::new(),
         mtimes: Mtimes::new(),
     };
@@ -456,6 +557,7 @@ fn snapshot_tier(
                 skipped: Vec::new(),
                 scan_start_ns: now_ns(),
                 all_cached: false,
+                warnings: Vec::new(),
             },
         },
     };
@@ -480,6 +582,8 @@ fn snapshot_tier(
                 unreadable: Vec::new(),
                 skipped: scan.skipped,
                 mass_delete: None,
+                critical: critical_count(&scan.mtimes),
+                warnings: scan.warnings,
                 listing: scan.listing,
                 mtimes: scan.mtimes,
             });
@@ -511,6 +615,8 @@ fn snapshot_tier(
         unreadable: scan.unreadable.clone(),
         skipped: scan.skipped.clone(),
         mass_delete,
+        critical: critical_count(&scan.mtimes),
+        warnings: scan.warnings.clone(),
         listing: Listing::new(),
         mtimes: Mtimes::new(),
     };
@@ -538,6 +644,10 @@ fn snapshot_tier(
     report.listing = scan.listing;
     report.mtimes = scan.mtimes;
     Ok(report)
+}
+
+fn critical_count(mtimes: &Mtimes) -> u64 {
+    mtimes.values().filter(|m| m.encrypted.is_some()).count() as u64
 }
 
 fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan) -> Result<()> {
@@ -573,9 +683,15 @@ fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan
                 ..Stat::default()
             }
         });
-        cache
-            .entries
-            .insert(path.clone(), CacheEntry { item: *item, stat });
+        let encrypted = scan.mtimes.get(path).is_some_and(|m| m.encrypted.is_some());
+        cache.entries.insert(
+            path.clone(),
+            CacheEntry {
+                item: *item,
+                stat,
+                encrypted,
+            },
+        );
     }
     let dir = shadow.mirror_dir().join("cache");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
@@ -616,6 +732,7 @@ fn commit_message(tier: &Tier, context: &CommitContext, report: &TierReport) -> 
     if !report.unreadable.is_empty() {
         msg.push_str(&format!("Mirror-Partial: {}\n", report.unreadable.len()));
     }
+    msg.push_str(&format!("Mirror-Critical: {}\n", report.critical));
     if let Some(head) = &context.source_head {
         msg.push_str(&format!("Mirror-Source-Head: {head}\n"));
     }

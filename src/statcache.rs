@@ -17,7 +17,7 @@ use gix::ObjectId;
 use crate::listing::{Item, Listing, Mode};
 use crate::meta::Mtimes;
 
-const MAGIC: &[u8] = b"MIRRORSTAT2\n";
+const MAGIC: &[u8] = b"MIRRORSTAT3\n";
 
 /// Path → entry. foldhash rather than SipHash: the keys are our own file names, and this map
 /// is probed once per file on every snapshot.
@@ -62,6 +62,8 @@ impl Stat {
 pub struct CacheEntry {
     pub item: Item,
     pub stat: Stat,
+    /// The blob is the file's age ciphertext (the stat size is the plaintext size).
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -75,13 +77,14 @@ pub struct Cache {
 
 impl Cache {
     /// The recorded blob id for `path`, if its stat data is unchanged and not racy.
-    pub fn lookup(&self, path: &[u8], stat: &Stat) -> Option<Item> {
+    /// The recorded entry for `path`, if its stat data is unchanged and not racy.
+    pub fn lookup(&self, path: &[u8], stat: &Stat) -> Option<&CacheEntry> {
         let entry = self.entries.get(path)?;
         let trusted_before = self.scan_start_ns - RACY_WINDOW_NS;
         let fresh = entry.stat == *stat
             && stat.mtime_ns <= trusted_before
             && stat.ctime_ns <= trusted_before;
-        fresh.then_some(entry.item)
+        fresh.then_some(entry)
     }
 
     pub fn listing(&self) -> Listing {
@@ -95,7 +98,11 @@ impl Cache {
         self.entries
             .iter()
             .filter(|(_, e)| e.item.mode.is_file())
-            .map(|(p, e)| (p.clone(), crate::meta::FileMeta::from_stat(&e.stat)))
+            .map(|(p, e)| {
+                let mut meta = crate::meta::FileMeta::from_stat(&e.stat);
+                meta.encrypted = e.encrypted.then_some(e.stat.size);
+                (p.clone(), meta)
+            })
             .collect()
     }
 
@@ -132,6 +139,7 @@ impl Cache {
             out.extend_from_slice(&(path.len() as u32).to_le_bytes());
             out.extend_from_slice(path);
             out.push(e.item.mode.code());
+            out.push(e.encrypted as u8);
             out.extend_from_slice(e.item.oid.as_bytes());
             out.extend_from_slice(&e.stat.size.to_le_bytes());
             out.extend_from_slice(&e.stat.mtime_ns.to_le_bytes());
@@ -168,6 +176,11 @@ fn decode(data: &[u8]) -> Result<Cache> {
         let len = r.u32()? as usize;
         let path = BString::from(r.take(len)?);
         let mode = Mode::from_code(r.take(1)?[0]).context("bad mode")?;
+        let encrypted = match r.take(1)?[0] {
+            0 => false,
+            1 => true,
+            _ => bail!("bad flag"),
+        };
         let oid = ObjectId::from_bytes_or_panic(r.take(20)?);
         let stat = Stat {
             size: r.u64()?,
@@ -181,6 +194,7 @@ fn decode(data: &[u8]) -> Result<Cache> {
             CacheEntry {
                 item: Item { mode, oid },
                 stat,
+                encrypted,
             },
         );
     }
@@ -232,6 +246,7 @@ mod tests {
                     oid: ObjectId::from_bytes_or_panic(&[7; 20]),
                 },
                 stat,
+                encrypted: false,
             },
         );
         Cache {

@@ -3,9 +3,15 @@
 //! Both scan the working tree in hash-only mode: blob ids are computed (reusing the stat
 //! cache), nothing is written to the shadow repository.
 
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::rc::Rc;
+
 use anyhow::Result;
-use gix::bstr::ByteSlice;
+use gix::bstr::{BString, ByteSlice};
 use gix::ObjectId;
+
+use crate::treasure::Treasures;
 
 use crate::config::Tier;
 use crate::history::{self, Snapshot};
@@ -26,6 +32,22 @@ pub struct TierStatus {
     pub changes: Vec<PathChange>,
     pub unreadable: Vec<Notice>,
     pub skipped: Vec<Notice>,
+    /// Treasure files on disk now (paths relative to the project root).
+    pub critical: Vec<String>,
+    /// Treasure files of the latest snapshot that are gone from disk.
+    pub critical_missing: Vec<String>,
+    /// Treasure paths whose plaintext older snapshots still hold (recorded before a pattern
+    /// made them treasures).
+    pub plaintext_history: Vec<PlaintextHistory>,
+    /// Things the scan could not decide or had to work around.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlaintextHistory {
+    pub path: String,
+    /// Snapshot (commit) ids, newest first.
+    pub snapshots: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,12 +70,37 @@ pub fn working(
 
 pub fn status(project: &Project, shadow: &Shadow, tiers: &[String]) -> Result<Vec<TierStatus>> {
     let mut out = Vec::new();
+    let treasures = project.config.treasures()?;
     for tier in project.config.select_tiers(tiers)? {
         let (prev, scan) = working(project, shadow, &tier)?;
         let last = prev.tip.map(|id| history::decode(shadow, id)).transpose()?;
         let empty = Listing::new();
         let now = scan.as_ref().map(|s| &s.listing).unwrap_or(&empty);
+        let critical = now
+            .iter()
+            .filter(|(p, i)| i.mode.is_file() && treasures.in_tier(&tier.path, p))
+            .map(|(p, _)| project_path(&tier, p))
+            .collect();
+        let critical_missing = prev
+            .listing()
+            .iter()
+            .filter(|(p, i)| {
+                i.mode.is_file()
+                    && !now.contains_key(*p)
+                    && (treasures.in_tier(&tier.path, p)
+                        || prev.mtimes().get(*p).is_some_and(|m| m.encrypted.is_some()))
+            })
+            .map(|(p, _)| project_path(&tier, p))
+            .collect();
+        let plaintext_history = plaintext_history(shadow, &treasures, &tier)?;
         out.push(TierStatus {
+            critical,
+            critical_missing,
+            plaintext_history,
+            warnings: scan
+                .as_ref()
+                .map(|s| s.warnings.clone())
+                .unwrap_or_default(),
             path: tier.path.clone(),
             last,
             missing: scan.is_none(),
@@ -70,17 +117,161 @@ pub fn status(project: &Project, shadow: &Shadow, tiers: &[String]) -> Result<Ve
     Ok(out)
 }
 
+/// A path inside `tier` as a path relative to the project root.
+fn project_path(tier: &Tier, rel: &[u8]) -> String {
+    if tier.path == "." {
+        rel.to_str_lossy().into_owned()
+    } else {
+        format!("{}/{}", tier.path, rel.to_str_lossy())
+    }
+}
+
+/// Critical files recorded in each tier's latest snapshot and missing from disk now:
+/// (tier, snapshot, paths relative to the project root). Critical: a treasure by the current
+/// patterns, or stored encrypted.
+pub fn missing_critical(
+    project: &Project,
+    shadow: &Shadow,
+) -> Result<Vec<(String, ObjectId, Vec<String>)>> {
+    let treasures = project.config.treasures()?;
+    let mut out = Vec::new();
+    for tier in &project.config.tiers {
+        let Some(tip) = shadow.tier_tip(&tier.name)? else {
+            continue;
+        };
+        let listing = commit_listing(shadow, tip)?;
+        let meta = crate::meta::read_note(shadow, tip)?.unwrap_or_default();
+        let root = project.tier_dir_under(&project.root, tier, false)?;
+        let missing: Vec<String> = listing
+            .iter()
+            .filter(|(p, i)| {
+                i.mode.is_file()
+                    && (treasures.in_tier(&tier.path, p)
+                        || meta.get(*p).is_some_and(|m| m.encrypted.is_some()))
+            })
+            .filter(|(p, _)| {
+                root.as_ref().is_none_or(|r| {
+                    r.join(std::ffi::OsStr::from_bytes(p))
+                        .symlink_metadata()
+                        .is_err()
+                })
+            })
+            .map(|(p, _)| project_path(tier, p))
+            .collect();
+        if !missing.is_empty() {
+            out.push((tier.name.clone(), tip, missing));
+        }
+    }
+    Ok(out)
+}
+
+/// Treasure paths (by the current patterns) stored as plaintext anywhere in the tier's
+/// history. Each (tree, path) is examined once however many snapshots share it, and each
+/// blob's first bytes once, so a long history of small changes costs little.
+pub fn plaintext_history(
+    shadow: &Shadow,
+    treasures: &Treasures,
+    tier: &Tier,
+) -> Result<Vec<PlaintextHistory>> {
+    if treasures.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut walker = HistoryScan {
+        shadow,
+        treasures,
+        tier,
+        trees: HashMap::new(),
+        blobs: HashMap::new(),
+    };
+    let mut found: BTreeMap<BString, Vec<String>> = BTreeMap::new();
+    for commit in history::tier_history(shadow, &tier.name, usize::MAX)? {
+        let tree = shadow.repo.find_commit(commit)?.tree_id()?.detach();
+        for path in walker.tree(tree, &BString::default())?.iter() {
+            found
+                .entry(path.clone())
+                .or_default()
+                .push(commit.to_string());
+        }
+    }
+    Ok(found
+        .into_iter()
+        .map(|(path, snapshots)| PlaintextHistory {
+            path: project_path(tier, &path),
+            snapshots,
+        })
+        .collect())
+}
+
+struct HistoryScan<'a> {
+    shadow: &'a Shadow,
+    treasures: &'a Treasures,
+    tier: &'a Tier,
+    trees: HashMap<(ObjectId, BString), Rc<Vec<BString>>>,
+    blobs: HashMap<ObjectId, bool>,
+}
+
+impl HistoryScan<'_> {
+    /// Plaintext treasure paths under `tree`, which sits at `prefix` in the tier.
+    fn tree(&mut self, tree: ObjectId, prefix: &BString) -> Result<Rc<Vec<BString>>> {
+        let key = (tree, prefix.clone());
+        if let Some(found) = self.trees.get(&key) {
+            return Ok(found.clone());
+        }
+        let object = self.shadow.repo.find_tree(tree)?;
+        let decoded = object.decode()?;
+        let entries: Vec<(BString, gix::objs::tree::EntryKind, ObjectId)> = decoded
+            .entries
+            .iter()
+            .map(|e| (e.filename.to_owned(), e.mode.kind(), e.oid.to_owned()))
+            .collect();
+        let mut out = Vec::new();
+        for (name, kind, oid) in entries {
+            let mut path = prefix.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&name);
+            use gix::objs::tree::EntryKind;
+            match kind {
+                EntryKind::Tree => out.extend(self.tree(oid, &path)?.iter().cloned()),
+                EntryKind::Blob | EntryKind::BlobExecutable
+                    if self.treasures.in_tier(&self.tier.path, &path)
+                        && self.is_plaintext(oid)? =>
+                {
+                    out.push(path)
+                }
+                _ => {}
+            }
+        }
+        let out = Rc::new(out);
+        self.trees.insert(key, out.clone());
+        Ok(out)
+    }
+
+    fn is_plaintext(&mut self, blob: ObjectId) -> Result<bool> {
+        if let Some(known) = self.blobs.get(&blob) {
+            return Ok(*known);
+        }
+        let (size, reader) = self.shadow.open_blob(&blob)?;
+        let mut head = Vec::with_capacity(crate::crypt::MAGIC.len());
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(reader, crate::crypt::MAGIC.len() as u64),
+            &mut head,
+        )?;
+        // An empty file reveals nothing, so it is not reported.
+        let plain = size > 0 && head != crate::crypt::MAGIC;
+        self.blobs.insert(blob, plain);
+        Ok(plain)
+    }
+}
+
 /// Name-status lines from `old` to `new`, paths relative to the project root.
 pub fn path_changes(tier: &Tier, old: &Listing, new: &Listing) -> Vec<PathChange> {
     listing::changes(old, new)
         .into_iter()
         .map(|(p, c): (_, Change)| PathChange {
             status: c.letter(),
-            path: if tier.path == "." {
-                p.to_str_lossy().into_owned()
-            } else {
-                format!("{}/{}", tier.path, p.to_str_lossy())
-            },
+            path: project_path(tier, p),
         })
         .collect()
 }

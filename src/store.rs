@@ -350,40 +350,54 @@ impl Shadow {
         Ok(id)
     }
 
-    /// Store the content of an open file as a blob, checking that exactly `size` bytes are read.
-    pub fn write_file_blob(&self, file: File, size: u64) -> Result<BlobWrite> {
+    /// Store the content of an open file as a blob, checking that exactly `size` bytes are
+    /// read. With `encrypt`, the blob is the file's age ciphertext, streamed through: the
+    /// plaintext never reaches an object, and a large file is never held whole in memory.
+    pub fn write_file_blob(
+        &self,
+        file: File,
+        size: u64,
+        encrypt: Option<&crate::crypt::Encryptor>,
+    ) -> Result<BlobWrite> {
+        let mut exact = ExactReader::new(file, size);
+        let result = match encrypt {
+            None => self.write_stream(size, &mut exact),
+            Some(encryptor) => {
+                let (total, mut reader) = encryptor.encrypting_reader(&mut exact, size)?;
+                self.write_stream(total, &mut reader)
+            }
+        };
+        match (result, exact.problem.take()) {
+            (_, Some(problem)) => Ok(BlobWrite::Unreadable(problem)),
+            (Ok(oid), None) => Ok(BlobWrite::Written { oid, size }),
+            (Err(err), None) => Err(err),
+        }
+    }
+
+    /// Write a blob of exactly `size` bytes from `reader`: small ones through memory (hashed
+    /// first, so an existing object is not rewritten), large ones streamed.
+    pub fn write_stream(&self, size: u64, reader: &mut dyn Read) -> Result<ObjectId> {
         if size <= STREAM_THRESHOLD {
             let mut buf = Vec::with_capacity(size as usize);
-            if let Err(err) = BufReader::new(file).take(size + 1).read_to_end(&mut buf) {
-                return Ok(BlobWrite::Unreadable(ReadProblem(format!(
-                    "read failed: {err}"
-                ))));
-            }
+            reader
+                .take(size + 1)
+                .read_to_end(&mut buf)
+                .context("read failed")?;
             if buf.len() as u64 != size {
-                return Ok(BlobWrite::Unreadable(ReadProblem(format!(
+                bail!(
                     "changed size while being read ({size} bytes expected, {} read)",
                     buf.len()
-                ))));
+                );
             }
-            let oid = self.write_blob(&buf)?;
-            return Ok(BlobWrite::Written { oid, size });
+            return self.write_blob(&buf);
         }
-        let mut reader = ExactReader::new(file, size);
-        let result = self
+        let oid = self
             .repo
             .objects
-            .write_stream(gix::objs::Kind::Blob, size, &mut reader);
-        match (result, reader.problem.take()) {
-            (_, Some(problem)) => Ok(BlobWrite::Unreadable(problem)),
-            (Ok(oid), None) => {
-                self.unsynced.borrow_mut().push(oid);
-                Ok(BlobWrite::Written { oid, size })
-            }
-            (Err(err), None) => Err(anyhow::Error::new(err).context(format!(
-                "could not write an object into {}",
-                self.path.display()
-            ))),
-        }
+            .write_stream(gix::objs::Kind::Blob, size, reader)
+            .with_context(|| format!("could not write an object into {}", self.path.display()))?;
+        self.unsynced.borrow_mut().push(oid);
+        Ok(oid)
     }
 
     pub fn write_blob(&self, data: &[u8]) -> Result<ObjectId> {

@@ -11,7 +11,11 @@ mod checkout;
 mod cli;
 #[path = "suite/hooks.rs"]
 mod hooks;
+#[path = "suite/keys.rs"]
+mod keys;
 #[path = "suite/safety.rs"]
 mod safety;
 #[path = "suite/snapshot.rs"]
 mod snapshot;
+#[path = "suite/treasure.rs"]
+mod treasure;

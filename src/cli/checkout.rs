@@ -37,6 +37,11 @@ pub struct Args {
     #[arg(long)]
     force: bool,
 
+    /// Restore everything else when some encrypted files cannot be decrypted (no or wrong
+    /// identity); those are left as they are, listed, and the exit status is 3.
+    #[arg(long)]
+    skip_encrypted: bool,
+
     /// Only these paths (files or directories, relative to the project root).
     #[arg(last = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -68,6 +73,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         paths,
         force: args.force,
         missing_only: false,
+        skip_encrypted: args.skip_encrypted,
     };
     let bar = super::progress::Bar::new(ctx.quiet);
     let report = mirror::checkout::checkout(&project, &shadow, &request, &bar)?;
@@ -108,10 +114,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                 r.unchanged
             );
         }
-        for (path, why) in &r.failed {
-            eprintln!("error: {}: could not restore {path}: {why}", r.tier);
-            exit = Exit::Partial;
-        }
+        exit = exit.worst(report_problems(r));
     }
     if to.is_none() {
         let suffix = if request.paths.is_empty() {
@@ -148,4 +151,21 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         "config_restored": report.config_restored,
     }));
     Ok(exit)
+}
+
+/// Print what a tier's restore could not do; `Partial` when there was anything.
+pub fn report_problems(r: &mirror::checkout::TierRestore) -> Exit {
+    let mut exit = Exit::Ok;
+    for (path, why) in &r.failed {
+        eprintln!("error: {}: could not restore {path}: {why}", r.tier);
+        exit = Exit::Partial;
+    }
+    for path in &r.skipped_encrypted {
+        eprintln!(
+            "warning: {}: skipped encrypted {path} (no identity can decrypt it)",
+            r.tier
+        );
+        exit = Exit::Partial;
+    }
+    exit
 }

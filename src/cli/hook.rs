@@ -1,7 +1,5 @@
 //! `mirror hook` — what the installed git hooks run.
 
-use std::os::unix::ffi::OsStrExt;
-
 use mirror::snapshot::{EmptyPolicy, Options, Outcome};
 
 use super::output::short;
@@ -112,7 +110,7 @@ fn post_checkout(
     flag: &str,
 ) -> anyhow::Result<Exit> {
     // The latest snapshots before this checkout: what the critical files are compared with.
-    let missing = missing_critical(project, shadow)?;
+    let missing = mirror::status::missing_critical(project, shadow)?;
     let auto = project.config.hooks.auto_restore;
     if !missing.is_empty() {
         eprintln!(
@@ -144,9 +142,15 @@ fn post_checkout(
                     ctx,
                     project,
                     shadow,
-                    Some(commit.to_string()),
-                    vec![tier.clone()],
-                    paths,
+                    &mirror::checkout::Request {
+                        target: super::restore::target(Some(commit.to_string())),
+                        tiers: vec![tier.clone()],
+                        to: None,
+                        paths,
+                        force: false,
+                        missing_only: true,
+                        skip_encrypted: false,
+                    },
                 )?;
             }
             eprintln!("mirror: restored them (hooks.auto_restore is on)");
@@ -172,44 +176,6 @@ fn post_checkout(
     )?;
     ctx.audit_details(details);
     Ok(exit)
-}
-
-/// Critical files recorded in each tier's latest snapshot and missing from disk now:
-/// (tier, snapshot, paths relative to the project root).
-fn missing_critical(
-    project: &mirror::project::Project,
-    shadow: &mirror::store::Shadow,
-) -> anyhow::Result<Vec<(String, gix::ObjectId, Vec<String>)>> {
-    let mut out = Vec::new();
-    for tier in &project.config.tiers {
-        let Some(tip) = shadow.tier_tip(&tier.name)? else {
-            continue;
-        };
-        let listing = mirror::status::commit_listing(shadow, tip)?;
-        let root = project.tier_dir_under(&project.root, tier, false)?;
-        let missing: Vec<String> = listing
-            .iter()
-            .filter(|(p, i)| i.mode.is_file() && mirror::treasure::is_treasure(p))
-            .filter(|(p, _)| {
-                root.as_ref().is_none_or(|r| {
-                    r.join(std::ffi::OsStr::from_bytes(p))
-                        .symlink_metadata()
-                        .is_err()
-                })
-            })
-            .map(|(p, _)| {
-                if tier.path == "." {
-                    p.to_string()
-                } else {
-                    format!("{}/{}", tier.path, p)
-                }
-            })
-            .collect();
-        if !missing.is_empty() {
-            out.push((tier.name.clone(), tip, missing));
-        }
-    }
-    Ok(out)
 }
 
 /// Quote a path for a shell command line the user can paste.

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
+
 use mirror::error::Error;
 use mirror::init::{InitOptions, InitOutcome};
 
@@ -21,6 +23,12 @@ pub struct Args {
     /// Where to create the bare shadow repository.
     #[arg(long, env = "MIRROR_SHADOW", value_name = "PATH")]
     shadow: Option<PathBuf>,
+
+    /// Encrypt treasure files: create an age identity if there is none (default
+    /// $XDG_CONFIG_HOME/mirror/identity.txt) and write its recipient into mirror.yaml.
+    /// On an existing project, adds the `encryption:` section if it has none.
+    #[arg(long)]
+    encrypt: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
@@ -33,11 +41,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         })?;
         tiers.push((name.to_owned(), path.to_owned()));
     }
+    let recipients = if args.encrypt {
+        vec![identity_recipient(ctx)?]
+    } else {
+        Vec::new()
+    };
     let outcome = mirror::init::init(
         &ctx.cwd,
         &InitOptions {
             tiers,
             shadow: args.shadow,
+            recipients: recipients.clone(),
         },
     )?;
     // The new shadow's audit trail starts with its own creation; a re-run is recorded in the
@@ -61,7 +75,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         }
     }
     match outcome {
-        InitOutcome::Exists { config_path } => {
+        InitOutcome::Exists {
+            config_path,
+            encryption_added: true,
+        } => {
+            println!(
+                "{}: added encryption to recipient {}",
+                config_path.display(),
+                recipients.join(", ")
+            );
+        }
+        InitOutcome::Exists { config_path, .. } => {
             println!("{} already exists; nothing changed", config_path.display());
         }
         InitOutcome::Retargeted {
@@ -93,4 +117,28 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The recipient of the identity `--encrypt` uses, creating the identity when it is missing.
+fn identity_recipient(ctx: &Context) -> anyhow::Result<String> {
+    let keys = super::keys(ctx, None, &ctx.cwd);
+    let source = keys
+        .source()
+        .context("no identity path: set HOME, XDG_CONFIG_HOME or MIRROR_IDENTITY")?
+        .clone();
+    let recipient = if source.path.exists() {
+        keys.recipients()?
+            .first()
+            .cloned()
+            .with_context(|| format!("{} holds no age identity", source.path.display()))?
+    } else {
+        let recipient = mirror::crypt::generate_identity(&source.path)?;
+        eprintln!("created identity {}", source.path.display());
+        recipient
+    };
+    eprintln!(
+        "warning: treasure files will be readable only with {} (or another identity listed in encryption.recipients); keep a copy somewhere safe — losing every identity makes encrypted files unrecoverable",
+        source.path.display()
+    );
+    Ok(recipient)
 }

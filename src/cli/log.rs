@@ -58,6 +58,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         if s.partial {
             line.push_str(" [partial]");
         }
+        if let Some(n) = s.critical.filter(|n| *n > 0) {
+            line.push_str(&format!(" [{n} critical]"));
+        }
         if !s.message.is_empty() {
             line.push_str(&format!(" {}", s.message.lines().next().unwrap_or("")));
         }

@@ -7,6 +7,7 @@ mod diff;
 mod hook;
 mod hooks;
 mod init;
+mod key;
 mod log;
 mod output;
 mod progress;
@@ -33,6 +34,12 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
 
+    /// The age identity (or OpenSSH private key) that decrypts treasure files; overrides
+    /// MIRROR_IDENTITY, `encryption.identity` in mirror.yaml and the default
+    /// $XDG_CONFIG_HOME/mirror/identity.txt.
+    #[arg(long, global = true, value_name = "FILE")]
+    identity: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -52,6 +59,7 @@ enum Command {
     Restore(restore::Args),
     Hooks(hooks::Args),
     Hook(hook::Args),
+    Key(key::Args),
 }
 
 impl Command {
@@ -69,6 +77,7 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Hooks(_) => "hooks",
             Command::Hook(_) => "hook",
+            Command::Key(_) => "key",
         }
     }
 }
@@ -98,6 +107,8 @@ pub struct Context {
     /// `$GIT_DIR` as mirror was started with (git sets it for hooks); see [`clear_git_env`].
     pub git_dir: Option<PathBuf>,
     pub quiet: bool,
+    /// `--identity FILE`.
+    pub identity: Option<PathBuf>,
     /// Set by operations that write the shadow repository: they are recorded in its audit
     /// trail, whatever their outcome (see [`record_audit`]).
     audit: std::cell::RefCell<Option<Audit>>,
@@ -146,6 +157,13 @@ pub fn main() -> ExitCode {
         git_dir,
         cwd,
         quiet: cli.quiet,
+        identity: cli.identity.map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                cwd_for_identity(&p)
+            }
+        }),
         audit: Default::default(),
     };
     let command = cli.command.name();
@@ -162,6 +180,7 @@ pub fn main() -> ExitCode {
         Command::Restore(args) => restore::run(&ctx, args),
         Command::Hooks(args) => hooks::run(&ctx, args),
         Command::Hook(args) => hook::run(&ctx, args),
+        Command::Key(args) => key::run(&ctx, args),
     };
     let code = match &result {
         Ok(exit) => ExitCode::from(*exit as u8),
@@ -269,8 +288,45 @@ pub fn open_project(
             project.shadow_path().display()
         );
     }
+    let mut project = project;
+    project.keys = keys(ctx, project.config.identity_path(), &project.root);
     let shadow = project.open_shadow()?;
     Ok((project, shadow))
+}
+
+/// `--identity` relative to where mirror was started (before `-C`), as a shell user means it.
+fn cwd_for_identity(path: &std::path::Path) -> PathBuf {
+    std::env::current_dir()
+        .map(|d| d.join(path))
+        .unwrap_or_else(|_| path.to_owned())
+}
+
+/// The identity lookup for this run: `--identity`, MIRROR_IDENTITY, mirror.yaml, default;
+/// a passphrase-protected identity is unlocked once, asking on the terminal if need be.
+pub fn keys(
+    ctx: &Context,
+    configured: Option<&std::path::Path>,
+    root: &std::path::Path,
+) -> mirror::crypt::Keys {
+    mirror::crypt::Keys::resolve(ctx.identity.as_deref(), configured, root)
+        .with_prompt(Box::new(|path| {
+            use std::io::IsTerminal;
+            if !std::io::stdin().is_terminal() && std::fs::File::open("/dev/tty").is_err() {
+                anyhow::bail!(
+                    "{} is passphrase-protected and there is no terminal to ask on: set MIRROR_PASSPHRASE",
+                    path.display()
+                );
+            }
+            let pass = rpassword::prompt_password(format!(
+                "passphrase for the identity {}: ",
+                path.display()
+            ))
+            .map_err(|e| anyhow::anyhow!("could not read the passphrase: {e}"))?;
+            Ok(pass.into())
+        }))
+        .with_unlock_notice(Box::new(|path| {
+            eprintln!("unlocking identity {}", path.display());
+        }))
 }
 
 /// Take the shadow's writer lock, saying which stale ref locks of a killed process it removed.

@@ -25,6 +25,11 @@ pub struct Args {
     #[arg(long, value_name = "REV")]
     from: Option<String>,
 
+    /// Restore everything else when some encrypted files cannot be decrypted (no or wrong
+    /// identity); those are listed and the exit status is 3.
+    #[arg(long)]
+    skip_encrypted: bool,
+
     /// Only below these paths (relative to the project root).
     #[arg(last = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -34,8 +39,20 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let (project, shadow) = open_project(ctx)?;
     ctx.audit_into(&shadow);
     let _lock = super::lock_shadow(&shadow, "restore")?;
-    let report = restore_missing(ctx, &project, &shadow, args.from, args.tiers, args.paths)?;
-    Ok(report)
+    restore_missing(
+        ctx,
+        &project,
+        &shadow,
+        &Request {
+            target: target(args.from),
+            tiers: args.tiers,
+            to: None,
+            paths: args.paths,
+            force: false,
+            missing_only: true,
+            skip_encrypted: args.skip_encrypted,
+        },
+    )
 }
 
 /// Shared with the post-checkout hook's `auto_restore`.
@@ -43,24 +60,10 @@ pub fn restore_missing(
     ctx: &Context,
     project: &mirror::project::Project,
     shadow: &mirror::store::Shadow,
-    from: Option<String>,
-    tiers: Vec<String>,
-    paths: Vec<PathBuf>,
+    request: &Request,
 ) -> anyhow::Result<Exit> {
-    let target = match from {
-        Some(rev) if rev != "latest" => Target::Rev(rev),
-        _ => Target::Latest,
-    };
-    let request = Request {
-        target,
-        tiers,
-        to: None,
-        paths,
-        force: false,
-        missing_only: true,
-    };
     let bar = super::progress::Bar::new(ctx.quiet);
-    let report = mirror::checkout::checkout(project, shadow, &request, &bar)?;
+    let report = mirror::checkout::checkout(project, shadow, request, &bar)?;
     let mut exit = Exit::Ok;
     for (tier, why) in &report.skipped {
         if !ctx.quiet {
@@ -76,11 +79,16 @@ pub fn restore_missing(
                 short(&r.commit)
             );
         }
-        for (path, why) in &r.failed {
-            eprintln!("error: {}: could not restore {path}: {why}", r.tier);
-            exit = Exit::Partial;
-        }
+        exit = exit.worst(super::checkout::report_problems(r));
     }
     ctx.audit_details(serde_json::json!({ "restored": report.restored }));
     Ok(exit)
+}
+
+/// `--from REV` (default: the latest snapshot of each tier).
+pub fn target(from: Option<String>) -> Target {
+    match from {
+        Some(rev) if rev != "latest" => Target::Rev(rev),
+        _ => Target::Latest,
+    }
 }

@@ -49,6 +49,9 @@ struct TierJson {
     unreadable: Vec<mirror::walk::Notice>,
     skipped: Vec<mirror::walk::Notice>,
     mass_delete: bool,
+    /// Treasure files recorded (encrypted).
+    critical: u64,
+    warnings: Vec<String>,
     error: Option<String>,
 }
 
@@ -82,6 +85,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                 for n in &r.skipped {
                     eprintln!("warning: {tier}: {}: {}", n.path, n.reason);
                 }
+                for w in &r.warnings {
+                    eprintln!("warning: {tier}: {w}");
+                }
                 for n in &r.unreadable {
                     eprintln!("error: {tier}: could not read {}: {}", n.path, n.reason);
                 }
@@ -97,16 +103,20 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                     .as_ref()
                     .map(short)
                     .unwrap_or_else(|| "-------".into());
+                let critical = match r.critical {
+                    0 => String::new(),
+                    n => format!("  {n} critical"),
+                };
                 if !args.json && !ctx.quiet {
                     match r.outcome {
                         Outcome::Recorded => println!(
-                            "{tier:<16} {id}  {}  {} files  {}",
+                            "{tier:<16} {id}  {}  {} files  {}{critical}",
                             r.counts,
                             r.files,
                             bytes(r.bytes)
                         ),
                         Outcome::Unchanged => println!(
-                            "{tier:<16} {id}  unchanged  {} files  {}",
+                            "{tier:<16} {id}  unchanged  {} files  {}{critical}",
                             r.files,
                             bytes(r.bytes)
                         ),
@@ -125,6 +135,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                     unreadable: r.unreadable,
                     skipped: r.skipped,
                     mass_delete: r.mass_delete.is_some(),
+                    critical: r.critical,
+                    warnings: r.warnings,
                     error: None,
                 });
             }
@@ -144,6 +156,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                     unreadable: Vec::new(),
                     skipped: Vec::new(),
                     mass_delete: false,
+                    critical: 0,
+                    warnings: Vec::new(),
                     error: Some(format!("{err:#}")),
                 });
             }

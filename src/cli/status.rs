@@ -38,9 +38,34 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         } else {
             format!("{} since", s.counts)
         };
-        println!("{} ({}): {last}; {state}", s.tier, s.path);
+        let critical = match (s.critical.len(), s.critical_missing.len()) {
+            (0, 0) => String::new(),
+            (n, 0) => format!("; {n} critical"),
+            (n, m) => format!("; {n} critical, {m} CRITICAL MISSING"),
+        };
+        println!("{} ({}): {last}; {state}{critical}", s.tier, s.path);
         for c in &s.changes {
             println!("  {} {}", c.status, c.path);
+        }
+        for path in &s.critical_missing {
+            println!("  ! {path} (critical file missing)");
+        }
+        for w in &s.warnings {
+            eprintln!("warning: {}: {w}", s.tier);
+        }
+        for h in &s.plaintext_history {
+            let ids: Vec<String> = h
+                .snapshots
+                .iter()
+                .map(|id| id[..7.min(id.len())].to_owned())
+                .collect();
+            eprintln!(
+                "warning: {}: {} is a treasure, but {} older snapshot(s) hold it in plaintext: {} — they stay readable without a key until that history is rewritten (see docs/format.md)",
+                s.tier,
+                h.path,
+                ids.len(),
+                ids.join(", ")
+            );
         }
         for n in &s.unreadable {
             eprintln!(

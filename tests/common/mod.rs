@@ -112,10 +112,11 @@ impl Env {
         self.git(&all)
     }
 
-    /// `mirror init --shadow <outside path>` with the given `--tier NAME=PATH` specs.
+    /// `mirror init --encrypt --shadow <outside path>` with the given `--tier NAME=PATH`
+    /// specs: treasure files are encrypted to a fresh identity in this test's HOME.
     pub fn init(&self, tiers: &[&str]) {
         let shadow = self.shadow.to_str().unwrap().to_owned();
-        let mut args = vec!["init", "--shadow", &shadow];
+        let mut args = vec!["init", "--encrypt", "--shadow", &shadow];
         for t in tiers {
             args.push("--tier");
             args.push(t);
