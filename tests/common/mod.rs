@@ -124,6 +124,16 @@ impl Env {
         self.ok(&args);
     }
 
+    /// The identity `init` (`--encrypt`) created for this test.
+    pub fn identity(&self) -> PathBuf {
+        self.home.join("config/mirror/identity.txt")
+    }
+
+    /// Decrypt age ciphertext with the real `age` binary and this test's identity.
+    pub fn age_decrypt(&self, cipher: &[u8]) -> Vec<u8> {
+        age_decrypt_with(&self.identity(), cipher)
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.project.join(rel)
     }
@@ -310,4 +320,29 @@ pub fn audit_log(env: &Env, extra: &[&str]) -> Vec<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("log --audit --json is not JSON ({e}):\n{text}"));
     v.as_array().expect("a JSON array").clone()
+}
+
+/// `age -d -i identity` over `cipher`; panics (with age's message) if it does not decrypt.
+pub fn age_decrypt_with(identity: &Path, cipher: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the age binary (Debian package `age`) must be installed");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = cipher.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "age -d failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }

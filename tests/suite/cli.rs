@@ -1623,12 +1623,23 @@ fn git_clone_and_checkout_yields_the_tier_files() {
             &format!("tiers/{tier}"),
         ]);
         assert_exit(&out, 0, &format!("git checkout tiers/{tier}"));
-        let want = plain_files(&env.path(tier));
-        let got = plain_files(&clone);
+        let mut want = plain_files(&env.path(tier));
+        let mut got = plain_files(&clone);
         assert!(
             want.len() >= if tier == "tier-0" { 9 } else { 1 },
             "{want:?}"
         );
+        // A treasure comes out of plain git as its age ciphertext, never as plaintext.
+        let secret = b".hidden/secret".to_vec();
+        if tier == "tier-0" {
+            match (got.remove(&secret), want.remove(&secret)) {
+                (Some(Plain::File(cipher, _)), Some(Plain::File(plain, _))) => {
+                    assert!(cipher.starts_with(b"age-encryption.org/v1\n"));
+                    assert_eq!(env.age_decrypt(&cipher), plain);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         assert_eq!(
             got, want,
             "a plain git checkout of tiers/{tier} must give the tier's files"

@@ -129,9 +129,17 @@ fn assert_pre_commit_snapshot(env: &Env, before: &str, parent: &str, what: &str)
     new
 }
 
+/// The recorded content of `path` at `rev`, decrypted (with the real `age`) if a treasure.
 fn recorded(env: &Env, rev: &str, path: &str) -> Option<Vec<u8>> {
     let out = env.shadow_git(&["cat-file", "blob", &format!("{rev}:{path}")]);
-    out.status.success().then_some(out.stdout)
+    if !out.status.success() {
+        return None;
+    }
+    Some(if out.stdout.starts_with(b"age-encryption.org/v1\n") {
+        env.age_decrypt(&out.stdout)
+    } else {
+        out.stdout
+    })
 }
 
 /// All output (stdout and stderr) of a command, as lines; git sends hooks' stdout to stderr.
