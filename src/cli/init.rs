@@ -112,6 +112,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                     println!("  tier {:<16} {}", tier.name, tier.path);
                 }
                 println!("shadow repository: {}", shadow.display());
+                if config.encryption.is_none() && !config.treasures.is_empty() {
+                    println!("note: treasure files (treasures: in mirror.yaml) are only ever stored encrypted; `mirror init --encrypt` sets up a key, else snapshots of tiers holding one are refused");
+                }
                 println!("next: mirror snapshot");
             }
         }
