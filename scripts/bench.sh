@@ -6,6 +6,7 @@
 # BENCH_BIG_MIB MiB) and times, side by side in one run:
 #
 #   mirror snapshot         vs  git --git-dir=B --work-tree=T add -A -f . && git commit
+#   (the big file and 20 small files are treasures: mirror stores them age-encrypted)
 #   mirror checkout latest  vs  git --git-dir=B --work-tree=E checkout -f
 #
 # for: first snapshot, no-change snapshot (median of 3), one-file-change
@@ -154,17 +155,22 @@ write(".config/tool/settings.toml", content(200, 800))
 write(".vscode/settings.json", b'{"editor.tabSize": 4}\n')
 for i in range(20):
     write(f".cache/blobs/c{i:02d}.bin", content(1024, 4096))
+# Treasures (default patterns): stored age-encrypted by mirror, in plaintext by git.
+for i in range(20):
+    write(f"platform/.hidden/keys/k{i:02d}.txt", content(200, 2048))
 
 print(first)
 PY
 )
 log "writing ${BENCH_BIG_MIB} MiB big file"
 # Streamed, so a 1 GiB file needs no memory here.
-head -c "$((BENCH_BIG_MIB * 1024 * 1024))" /dev/urandom >"$T/big.bin"
+# Under .hidden/production/, like issue 7's reference tree: a treasure, so mirror encrypts it.
+mkdir -p "$T/.hidden/production"
+head -c "$((BENCH_BIG_MIB * 1024 * 1024))" /dev/urandom >"$T/.hidden/production/big.bin"
 
 # Init mirror before anything is timed, so mirror.yaml is in the tree both
 # tools record (one small file; it does not distort git's numbers).
-"$MIRROR_BIN" -C "$T" init --shadow "$S" --tier root=. >&2
+"$MIRROR_BIN" -C "$T" init --encrypt --shadow "$S" --tier root=. >&2
 git init -q --bare "$B"
 
 tree_files=$(find "$T" -type f | wc -l)
