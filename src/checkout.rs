@@ -83,6 +83,8 @@ pub struct Report {
     pub skipped: Vec<(String, String)>,
     /// mirror.yaml was missing and was written back from the shadow repository.
     pub config_restored: bool,
+    /// Things to tell the user that did not stop the restore.
+    pub warnings: Vec<String>,
 }
 
 struct Selection {
@@ -105,17 +107,30 @@ pub fn checkout(
     // Resolve everything before touching anything: the pre-checkout snapshot below becomes the
     // new tip, and `latest` must mean the state before it.
     let mut targets = Vec::new();
+    let mut warnings = Vec::new();
     for sel in &selections {
         let tree = shadow.repo.find_commit(sel.commit)?.tree_id()?.detach();
         let listing = listing::read_tree(shadow, tree)
             .with_context(|| format!("tier '{}', snapshot {}", sel.tier.name, sel.commit))?;
-        let mtimes = meta::read_note(shadow, sel.commit)?.unwrap_or_default();
-        targets.push((listing, mtimes));
+        let (mtimes, sniffed) = match meta::read_note(shadow, sel.commit)? {
+            Some(mtimes) => (mtimes, BTreeSet::new()),
+            None => {
+                let sniffed = sniff_encrypted(project, shadow, &sel.tier, &listing)?;
+                warnings.push(format!(
+                    "tier '{}': snapshot {} has no metadata note (was refs/notes/mirror left out of a copy?): modification times and permissions are not restored, and {} treasure files are recognised as encrypted by their age header",
+                    sel.tier.name,
+                    sel.commit.to_hex_with_len(12),
+                    sniffed.len()
+                ));
+                (Default::default(), sniffed)
+            }
+        };
+        targets.push((listing, mtimes, sniffed));
     }
 
     // A path that matches nothing is almost always a typo (or a path relative to the wrong
     // directory); like `git checkout`, refuse it instead of "restoring" nothing.
-    for (sel, (target, _)) in selections.iter().zip(&targets) {
+    for (sel, (target, _, _)) in selections.iter().zip(&targets) {
         for scope in &sel.scopes {
             let in_target = target.keys().any(|p| listing::in_scope(p, scope));
             let on_disk = request.to.is_none()
@@ -138,7 +153,7 @@ pub fn checkout(
     }
 
     if request.missing_only {
-        for (sel, (target, _)) in selections.iter_mut().zip(&targets) {
+        for (sel, (target, _, _)) in selections.iter_mut().zip(&targets) {
             let root = project.tier_dir_under(&project.root, &sel.tier, false)?;
             let wanted = sel.scopes.clone();
             sel.scopes = target
@@ -166,15 +181,16 @@ pub fn checkout(
     // every one in scope decrypts (each header is unwrapped; no content is read yet).
     let mut undecryptable: Vec<BTreeSet<BString>> = Vec::new();
     let mut refused = Vec::new();
-    for (sel, (target, target_mtimes)) in selections.iter().zip(&targets) {
+    for (sel, (target, target_mtimes, sniffed)) in selections.iter().zip(&targets) {
         let mut cannot = BTreeSet::new();
         for (path, item) in target.iter().filter(|(p, _)| {
             sel.scopes.is_empty() || sel.scopes.iter().any(|s| listing::in_scope(p, s))
         }) {
-            if target_mtimes
+            let encrypted = target_mtimes
                 .get(path)
-                .is_none_or(|m| m.encrypted.is_none())
-            {
+                .is_some_and(|m| m.encrypted.is_some())
+                || sniffed.contains(path);
+            if !encrypted {
                 continue;
             }
             if let Err(err) = can_decrypt(project, shadow, &item.oid) {
@@ -204,6 +220,7 @@ pub fn checkout(
         pre: Vec::new(),
         skipped,
         config_restored: false,
+        warnings,
     };
     let dest_base = match &request.to {
         Some(dir) => {
@@ -260,13 +277,13 @@ pub fn checkout(
     // history (refs/mirror/config), and an old one could drop tiers added since.
     let keep_config = request.to.is_none() && project.config_path().exists();
     if keep_config {
-        for (sel, (target, _)) in selections.iter().zip(targets.iter_mut()) {
+        for (sel, (target, _, _)) in selections.iter().zip(targets.iter_mut()) {
             if sel.tier.path == "." {
                 target.remove(crate::config::CONFIG_FILE.as_bytes());
             }
         }
     }
-    for ((sel, (target, target_mtimes)), skip) in
+    for ((sel, (target, target_mtimes, sniffed)), skip) in
         selections.iter().zip(&targets).zip(&undecryptable)
     {
         let dest = project
@@ -293,6 +310,7 @@ pub fn checkout(
             shadow,
             keys: &project.keys,
             skip,
+            sniffed,
             dest: &dest,
             target,
             target_mtimes,
@@ -462,6 +480,38 @@ fn prepare_empty_dir(dir: &Path, project: &Project) -> Result<()> {
     Ok(())
 }
 
+/// Whether a blob is to be decrypted on the way out.
+#[derive(Clone, Copy)]
+enum Encrypted {
+    No,
+    /// The note's `e` record: the plaintext size, checked.
+    Size(u64),
+    /// Recognised by its age header in a snapshot without a note.
+    UnknownSize,
+}
+
+/// Treasure files (by the current patterns) of a snapshot without a metadata note whose blob
+/// is an age file: a copy of the shadow that lost `refs/notes/mirror` must not restore
+/// ciphertext as if it were the file.
+fn sniff_encrypted(
+    project: &Project,
+    shadow: &Shadow,
+    tier: &Tier,
+    listing: &Listing,
+) -> Result<BTreeSet<BString>> {
+    let treasures = project.config.treasures()?;
+    let mut out = BTreeSet::new();
+    for (path, item) in listing {
+        if !matches!(item.mode, Mode::File | Mode::Exec) || !treasures.in_tier(&tier.path, path) {
+            continue;
+        }
+        if shadow.blob_starts_with(&item.oid, crate::crypt::MAGIC)? {
+            out.insert(path.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// Can the identity open the age file in blob `oid`? Only the header is read.
 fn can_decrypt(project: &Project, shadow: &Shadow, oid: &ObjectId) -> Result<()> {
     let (_, blob) = shadow.open_blob(oid)?;
@@ -474,6 +524,8 @@ struct Plan<'a> {
     keys: &'a crate::crypt::Keys,
     /// Encrypted paths that cannot be decrypted: neither written nor removed.
     skip: &'a BTreeSet<BString>,
+    /// Paths known encrypted by their age header only (the snapshot has no metadata note).
+    sniffed: &'a BTreeSet<BString>,
     dest: &'a Path,
     target: &'a Listing,
     target_mtimes: &'a Mtimes,
@@ -650,7 +702,12 @@ impl Plan<'_> {
                 }
                 continue;
             }
-            match self.write_entry(path, item.mode, &item.oid, meta) {
+            let encrypted = match meta.and_then(|m| m.encrypted) {
+                Some(size) => Encrypted::Size(size),
+                None if self.sniffed.contains(path) => Encrypted::UnknownSize,
+                None => Encrypted::No,
+            };
+            match self.write_entry(path, item.mode, &item.oid, meta, encrypted) {
                 Ok(()) => out.written += item.mode.is_file() as u64,
                 Err(e) => out.failed.push((path.to_string(), format!("{e:#}"))),
             }
@@ -688,6 +745,7 @@ impl Plan<'_> {
         mode: Mode,
         oid: &ObjectId,
         meta: Option<meta::FileMeta>,
+        encrypted: Encrypted,
     ) -> Result<()> {
         let parent = self.ensure_parents(rel)?;
         let final_path = self.abs(rel);
@@ -712,11 +770,13 @@ impl Plan<'_> {
             );
         }
         let tmp = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-        let result = self.write_temp(&tmp, mode, oid, meta).and_then(|()| {
-            set_mtime(&tmp, mode, meta.map(|m| m.mtime_ns))?;
-            std::fs::rename(&tmp, &final_path)
-                .with_context(|| format!("could not move into place {}", final_path.display()))
-        });
+        let result = self
+            .write_temp(&tmp, mode, oid, meta, encrypted)
+            .and_then(|()| {
+                set_mtime(&tmp, mode, meta.map(|m| m.mtime_ns))?;
+                std::fs::rename(&tmp, &final_path)
+                    .with_context(|| format!("could not move into place {}", final_path.display()))
+            });
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -729,24 +789,27 @@ impl Plan<'_> {
         mode: Mode,
         oid: &ObjectId,
         meta: Option<meta::FileMeta>,
+        encrypted: Encrypted,
     ) -> Result<()> {
         let perm = meta.and_then(|m| m.perm);
         let (blob_size, blob) = self.shadow.open_blob(oid)?;
         // A treasure's blob is its age ciphertext; the note records the plaintext size.
-        let (size, mut reader): (u64, Box<dyn std::io::Read>) = match meta.and_then(|m| m.encrypted)
-        {
-            Some(plain_size) if mode != Mode::Link => (
-                plain_size,
-                Box::new(
-                    self.keys
-                        .decrypt(crate::crypt::buffered(blob))
-                        .with_context(|| format!("blob {oid}"))?,
-                ),
-            ),
-            _ => (blob_size, blob),
+        let decrypt = |blob| -> Result<Box<dyn std::io::Read>> {
+            Ok(Box::new(
+                self.keys
+                    .decrypt(crate::crypt::buffered(blob))
+                    .with_context(|| format!("blob {oid}"))?,
+            ))
+        };
+        let (size, mut reader): (Option<u64>, Box<dyn std::io::Read>) = match encrypted {
+            _ if mode == Mode::Link => (Some(blob_size), blob),
+            Encrypted::Size(plain_size) => (Some(plain_size), decrypt(blob)?),
+            // age authenticates every chunk and the end, so no size is needed to trust it.
+            Encrypted::UnknownSize => (None, decrypt(blob)?),
+            Encrypted::No => (Some(blob_size), blob),
         };
         if mode == Mode::Link {
-            let mut target = Vec::with_capacity(size as usize);
+            let mut target = Vec::with_capacity(blob_size as usize);
             std::io::Read::read_to_end(&mut reader, &mut target)?;
             std::os::unix::fs::symlink(OsStr::from_bytes(&target), tmp)
                 .with_context(|| format!("could not create symlink {}", tmp.display()))?;
@@ -763,7 +826,7 @@ impl Plan<'_> {
             .with_context(|| format!("could not create {}", tmp.display()))?;
         let copied = std::io::copy(&mut reader, &mut file)
             .with_context(|| format!("could not restore blob {oid}"))?;
-        if copied != size {
+        if let Some(size) = size.filter(|s| *s != copied) {
             bail!("blob {oid}: expected {size} bytes, got {copied}");
         }
         file.flush()?;

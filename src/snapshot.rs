@@ -59,6 +59,8 @@ pub struct Scan {
     pub all_cached: bool,
     /// Things the scan worked around, e.g. a treasure it could not compare.
     pub warnings: Vec<String>,
+    /// The treasure patterns' fingerprint, saved with the stat cache.
+    pub treasures: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -184,11 +186,28 @@ pub fn scan(
         .with_context(|| format!("tier '{}': could not walk {}", tier.name, root.display()))?;
     let treasures = project.config.treasures()?;
     let encryptor = project.config.encryptor();
-    let is_treasure =
-        |e: &walk::WalkEntry| e.kind != Kind::Link && treasures.in_tier(&tier.path, &e.rel);
+    // A file the stat cache vouches for, under the same patterns, keeps its verdict: the
+    // common no-change snapshot matches no pattern at all.
+    let fingerprint = treasures.fingerprint(&tier.path);
+    let verdicts_hold = prev
+        .cache
+        .as_ref()
+        .is_some_and(|c| c.treasures == fingerprint);
+    let treasure_walker = std::cell::RefCell::new(treasures.walker(&tier.path));
+    let is_treasure = |e: &walk::WalkEntry, hit: Option<&CacheEntry>| {
+        if e.kind == Kind::Link {
+            return false;
+        }
+        match hit.filter(|_| verdicts_hold) {
+            Some(hit) => hit.encrypted,
+            None => treasure_walker.borrow_mut().is_treasure(&e.rel),
+        }
+    };
+    let cache_hit =
+        |e: &walk::WalkEntry| prev.cache.as_ref().and_then(|c| c.lookup(&e.rel, &e.stat));
     if store == Store::Write && encryptor.is_none() {
         // Never a silent plaintext fallback: refuse before anything is written.
-        if let Some(found) = walked.files.iter().find(|e| is_treasure(e)) {
+        if let Some(found) = walked.files.iter().find(|e| is_treasure(e, cache_hit(e))) {
             bail!(
                 "treasures found but no encryption recipients; run `mirror init --encrypt` or set `treasures: []` in mirror.yaml (tier '{}': {} is a treasure)",
                 tier.name,
@@ -215,6 +234,7 @@ pub fn scan(
         scan_start_ns,
         all_cached: true,
         warnings: Vec::new(),
+        treasures: fingerprint,
     };
     let mut unreadable: Vec<(BString, String)> = walked.unreadable;
     progress.begin(
@@ -226,14 +246,11 @@ pub fn scan(
     let mut times = Vec::with_capacity(walked.files.len());
     for entry in &walked.files {
         progress.advance(1);
-        let treasure = is_treasure(entry);
+        let hit = cache_hit(entry);
+        let treasure = is_treasure(entry, hit);
         // A cached plaintext blob of a file that has since become a treasure (or the other
         // way round) does not count: it must be stored again, the right way.
-        let cached = prev
-            .cache
-            .as_ref()
-            .and_then(|c| c.lookup(&entry.rel, &entry.stat))
-            .filter(|c| c.encrypted == treasure);
+        let cached = hit.filter(|c| c.encrypted == treasure);
         out.all_cached &= cached.is_some();
         let (item, stat) = match cached {
             Some(c) => (c.item, entry.stat),
@@ -558,6 +575,7 @@ fn snapshot_tier(
                 scan_start_ns: now_ns(),
                 all_cached: false,
                 warnings: Vec::new(),
+                treasures: 0,
             },
         },
     };
@@ -654,17 +672,21 @@ fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan
     let mut cache = Cache {
         commit,
         scan_start_ns: scan.scan_start_ns,
+        treasures: scan.treasures,
         entries: Default::default(),
     };
     let stats: std::collections::HashMap<&BString, &Stat> =
         scan.stats.iter().map(|(p, s)| (p, s)).collect();
+    // Both maps are sorted by path and the metadata's paths are a subset of the listing's:
+    // walk them together instead of looking every path up.
+    let mut metas = scan.mtimes.iter().peekable();
     for (path, item) in &scan.listing {
+        let meta = metas.next_if(|(p, _)| *p == path).map(|(_, m)| m);
         // Carried-forward and empty-dir entries have no fresh stat: a zero stat never matches
         // a real file, so they are re-read next time, but they keep the listing complete.
         let stat = stats.get(path).map(|s| **s).unwrap_or_else(|| {
             // Keep the recorded metadata (mtime, permissions) in the cache's listing; a zero
             // size and inode never match a real file, so the path is read again next time.
-            let meta = scan.mtimes.get(path);
             let perm = meta
                 .and_then(|m| m.perm)
                 .unwrap_or(if item.mode == Mode::Exec {
@@ -683,7 +705,7 @@ fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan
                 ..Stat::default()
             }
         });
-        let encrypted = scan.mtimes.get(path).is_some_and(|m| m.encrypted.is_some());
+        let encrypted = meta.is_some_and(|m| m.encrypted.is_some());
         cache.entries.insert(
             path.clone(),
             CacheEntry {

@@ -72,6 +72,10 @@ pub struct Cache {
     pub commit: Option<ObjectId>,
     /// Wall-clock time (ns) when the scan that produced these stats started.
     pub scan_start_ns: i64,
+    /// Fingerprint of the treasure patterns the `encrypted` flags were decided under
+    /// ([`crate::treasure::Treasures::fingerprint`]): while it matches, a cache hit's flag is
+    /// the file's treasure verdict, and no pattern needs matching.
+    pub treasures: u64,
     pub entries: Entries,
 }
 
@@ -131,6 +135,7 @@ impl Cache {
                 .unwrap_or(&[0u8; 20]),
         );
         out.extend_from_slice(&self.scan_start_ns.to_le_bytes());
+        out.extend_from_slice(&self.treasures.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
         let mut paths: Vec<_> = self.entries.keys().collect();
         paths.sort();
@@ -169,6 +174,7 @@ fn decode(data: &[u8]) -> Result<Cache> {
     let commit_bytes = r.take(20)?;
     let commit = (commit_bytes != [0u8; 20]).then(|| ObjectId::from_bytes_or_panic(commit_bytes));
     let scan_start_ns = r.i64()?;
+    let treasures = r.u64()?;
     let count = r.u64()?;
     let mut entries =
         Entries::with_capacity_and_hasher(count.min(10_000_000) as usize, Default::default());
@@ -201,6 +207,7 @@ fn decode(data: &[u8]) -> Result<Cache> {
     Ok(Cache {
         commit,
         scan_start_ns,
+        treasures,
         entries,
     })
 }
@@ -252,6 +259,7 @@ mod tests {
         Cache {
             commit: None,
             scan_start_ns,
+            treasures: 42,
             entries,
         }
     }
@@ -293,6 +301,7 @@ mod tests {
         let bytes = cache.encode();
         let back = decode(&bytes).unwrap();
         assert_eq!(back.scan_start_ns, 99);
+        assert_eq!(back.treasures, 42);
         assert_eq!(back.entries["f".as_bytes()].stat, stat);
         let mut broken = bytes.clone();
         let mid = broken.len() / 2;

@@ -499,6 +499,16 @@ impl Shadow {
         Ok(None)
     }
 
+    /// Does blob `oid` start with `prefix`? Reads only that much of it.
+    pub fn blob_starts_with(&self, oid: &gix::oid, prefix: &[u8]) -> Result<bool> {
+        let (_, blob) = self.open_blob(oid)?;
+        let mut head = Vec::with_capacity(prefix.len());
+        blob.take(prefix.len() as u64)
+            .read_to_end(&mut head)
+            .with_context(|| format!("could not read blob {oid}"))?;
+        Ok(head == prefix)
+    }
+
     /// Read a whole (small) blob, e.g. a note or `mirror.yaml`.
     pub fn read_blob(&self, oid: &gix::oid) -> Result<Vec<u8>> {
         Ok(self

@@ -22,9 +22,23 @@ pub fn default_patterns() -> Vec<String> {
 #[derive(Debug, Clone)]
 pub struct Treasures {
     matcher: Gitignore,
+    patterns: Vec<String>,
 }
 
 impl Treasures {
+    /// Identifies the pattern list (with the tier it is applied in): verdicts recorded under
+    /// the same fingerprint still hold.
+    pub fn fingerprint(&self, tier_path: &str) -> u64 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(tier_path.as_bytes());
+        for p in &self.patterns {
+            h.update(b"\0");
+            h.update(p.as_bytes());
+        }
+        // Never 0, which stands for "unknown" in a stat cache.
+        u64::from(h.finalize()) | 1 << 32
+    }
+
     pub fn new(patterns: &[String]) -> Result<Treasures, String> {
         // The root only anchors patterns containing a slash; paths are always given relative.
         let mut builder = GitignoreBuilder::new("");
@@ -36,7 +50,10 @@ impl Treasures {
         let matcher = builder
             .build()
             .map_err(|e| format!("treasure patterns are invalid: {e}"))?;
-        Ok(Treasures { matcher })
+        Ok(Treasures {
+            matcher,
+            patterns: patterns.to_vec(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -56,15 +73,82 @@ impl Treasures {
 
     /// Is `rel`, a path inside the tier at `tier_path` (`.` for the root), a treasure?
     pub fn in_tier(&self, tier_path: &str, rel: &[u8]) -> bool {
-        if tier_path == "." {
-            return self.is_treasure(rel);
-        }
-        let mut full = Vec::with_capacity(tier_path.len() + 1 + rel.len());
-        full.extend_from_slice(tier_path.as_bytes());
-        full.push(b'/');
-        full.extend_from_slice(rel);
-        self.is_treasure(&full)
+        self.is_treasure(&project_path(tier_path, rel))
     }
+
+    /// A checker for many paths of one tier in sorted order (a walk): the verdict on a
+    /// directory is remembered for the files after it, so a file costs one match instead of
+    /// one per ancestor.
+    pub fn walker<'a>(&'a self, tier_path: &'a str) -> TreasureWalker<'a> {
+        TreasureWalker {
+            treasures: self,
+            tier_path,
+            last_dir: None,
+        }
+    }
+}
+
+pub struct TreasureWalker<'a> {
+    treasures: &'a Treasures,
+    tier_path: &'a str,
+    /// (directory relative to the tier, whether it or an ancestor is a treasure)
+    last_dir: Option<(Vec<u8>, bool)>,
+}
+
+impl TreasureWalker<'_> {
+    /// Is the file `rel` (relative to the tier root) a treasure? Same answer as
+    /// [`Treasures::in_tier`].
+    pub fn is_treasure(&mut self, rel: &[u8]) -> bool {
+        let matcher = &self.treasures.matcher;
+        if matcher.is_empty() {
+            return false;
+        }
+        let full = project_path(self.tier_path, rel);
+        // The file's own match decides first (`!pattern` can take it back out), as in
+        // `matched_path_or_any_parents`; then its directories.
+        match matcher.matched(Path::new(OsStr::from_bytes(&full)), false) {
+            ignore::Match::Ignore(_) => return true,
+            ignore::Match::Whitelist(_) => return false,
+            ignore::Match::None => {}
+        }
+        let dir = match rel.iter().rposition(|b| *b == b'/') {
+            Some(i) => &rel[..i],
+            None => {
+                return self.tier_path != "."
+                    && self.treasures.is_dir_treasure(self.tier_path.as_bytes())
+            }
+        };
+        if let Some((last, verdict)) = &self.last_dir {
+            if last == dir {
+                return *verdict;
+            }
+        }
+        let verdict = self
+            .treasures
+            .is_dir_treasure(&project_path(self.tier_path, dir));
+        self.last_dir = Some((dir.to_vec(), verdict));
+        verdict
+    }
+}
+
+impl Treasures {
+    fn is_dir_treasure(&self, dir: &[u8]) -> bool {
+        self.matcher
+            .matched_path_or_any_parents(Path::new(OsStr::from_bytes(dir)), true)
+            .is_ignore()
+    }
+}
+
+/// `rel` inside the tier at `tier_path`, relative to the project root.
+fn project_path(tier_path: &str, rel: &[u8]) -> Vec<u8> {
+    if tier_path == "." {
+        return rel.to_vec();
+    }
+    let mut full = Vec::with_capacity(tier_path.len() + 1 + rel.len());
+    full.extend_from_slice(tier_path.as_bytes());
+    full.push(b'/');
+    full.extend_from_slice(rel);
+    full
 }
 
 #[cfg(test)]
@@ -97,5 +181,40 @@ mod tests {
         assert!(!c.is_treasure(b"secrets/public.txt"));
         assert!(c.in_tier("tier-0", b"secrets/x"));
         assert!(!t(&[]).is_treasure(b".hidden/x"));
+    }
+
+    #[test]
+    fn the_walker_agrees_with_the_plain_check() {
+        let patterns = t(&[
+            "*.hidden*",
+            "secrets/",
+            "!secrets/public.txt",
+            "/tier-0/top/x",
+            "*.key",
+        ]);
+        let paths: &[&[u8]] = &[
+            b".hidden/a",
+            b".hidden/b/c",
+            b"a/b",
+            b"a/secrets/public.txt",
+            b"a/secrets/z",
+            b"notes.hidden.txt",
+            b"top/x",
+            b"top/x/y",
+            b"top/y",
+            b"z/id.key",
+            b"z/other",
+        ];
+        for tier in [".", "tier-0", "secrets"] {
+            let mut walker = patterns.walker(tier);
+            for p in paths {
+                assert_eq!(
+                    walker.is_treasure(p),
+                    patterns.in_tier(tier, p),
+                    "tier {tier}, path {}",
+                    String::from_utf8_lossy(p)
+                );
+            }
+        }
     }
 }

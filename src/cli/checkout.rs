@@ -79,6 +79,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let report = mirror::checkout::checkout(&project, &shadow, &request, &bar)?;
 
     let mut exit = Exit::Ok;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     if report.config_restored {
         eprintln!(
             "note: restored {} from the shadow repository",

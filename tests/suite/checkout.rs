@@ -992,7 +992,10 @@ fn large_treasure_streams_through_encryption_and_decryption() {
     assert_exit(&out, 0, "cat-file -s");
     let stored: u64 = stdout(&out).trim().parse().unwrap();
     // age adds a header and 16 bytes per 64 KiB chunk: the blob is the ciphertext.
-    assert!(stored > BIG_MIB << 20, "blob of {stored} bytes is not the ciphertext");
+    assert!(
+        stored > BIG_MIB << 20,
+        "blob of {stored} bytes is not the ciphertext"
+    );
     let head = env.shadow_git(&["cat-file", "blob", "tiers/t:.hidden/big.bin"]);
     assert!(head.stdout.starts_with(b"age-encryption.org/v1\n"));
 }

@@ -1301,3 +1301,42 @@ fn corrupt_ciphertext_never_leaves_a_half_written_file_under_its_real_name() {
         "the rest was not restored"
     );
 }
+
+/// A copy of the shadow without `refs/notes/mirror` (e.g. `git clone --bare`, which does not
+/// copy notes) must not restore ciphertext as if it were the file: treasures are recognised by
+/// their age header, decrypted, and the missing note is reported.
+#[test]
+fn checkout_of_a_snapshot_without_its_note_still_decrypts_treasures_and_says_so() {
+    let env = Env::new();
+    env.write("tier-0/.hidden/key.txt", "the key\n");
+    env.write("tier-0/plain.txt", "plain\n");
+    // A plain file that happens to be an age file stays as it is: it is no treasure.
+    let mut own_age = AGE_MAGIC.to_vec();
+    own_age.extend_from_slice(b"-> not really\n");
+    env.write("tier-0/mine.age", &own_age);
+    env.init(&["tier-0=tier-0"]);
+    env.ok(&["snapshot"]);
+    let out = env.shadow_git(&["update-ref", "-d", "refs/notes/mirror"]);
+    assert_exit(&out, 0, "delete the notes ref");
+
+    let dest = env.root().join("out");
+    let out = env.mirror(&["checkout", "latest", "--to", dest.to_str().unwrap()]);
+    assert_exit(&out, 0, "checkout without a note");
+    assert!(
+        stderr(&out).contains("no metadata note"),
+        "the missing note must be reported: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(dest.join("tier-0/.hidden/key.txt")).unwrap(),
+        b"the key\n"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("tier-0/plain.txt")).unwrap(),
+        b"plain\n"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("tier-0/mine.age")).unwrap(),
+        own_age
+    );
+}
