@@ -313,7 +313,7 @@ echo "# mirror vs git benchmark"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC'), nproc $(nproc), $(git --version), ${mirror_version}"
 echo "tree: $tree_files files, $tree_size: $BENCH_SMALL small files ($small_size)," \
-    "gitignored target/ $BENCH_TARGET files ($target_size), 1 big file ${BENCH_BIG_MIB} MiB, plus dotfiles"
+    "gitignored target/ $BENCH_TARGET files ($target_size), 1 big file ${BENCH_BIG_MIB} MiB and 20 small files as treasures (.hidden: age-encrypted by mirror), plus dotfiles"
 echo "page cache: warm for every step (nothing dropped)"
 echo
 echo "| step | mirror s | git s | ratio mirror/git | mirror peak MiB | git peak MiB |"

@@ -26,6 +26,7 @@ pub struct Rotated {
     /// Treasure files re-encrypted (or encrypted for the first time, if recorded in plaintext
     /// before a pattern made them treasures).
     pub files: u64,
+    pub warnings: Vec<String>,
 }
 
 pub fn rotate(
@@ -57,6 +58,7 @@ fn rotate_tier(
         tier: tier.name.clone(),
         commit: None,
         files: 0,
+        warnings: Vec::new(),
     };
     let Some(tip) = shadow.tier_tip(&tier.name)? else {
         return Ok(rotated);
@@ -64,7 +66,11 @@ fn rotate_tier(
     let treasures = project.config.treasures()?;
     let tree = shadow.repo.find_commit(tip)?.tree_id()?.detach();
     let mut files = listing::read_tree(shadow, tree)?;
-    let mut mtimes = meta::read_note(shadow, tip)?.unwrap_or_default();
+    let mut mtimes = meta::read_note(shadow, tip)?.with_context(|| {
+        format!(
+            "snapshot {tip} has no metadata note (refs/notes/mirror), so which files are encrypted is not recorded; take a snapshot first (`mirror snapshot`), then rotate"
+        )
+    })?;
     let todo: Vec<_> = files
         .iter()
         .filter(|(p, i)| {
@@ -148,10 +154,14 @@ fn rotate_tier(
             for (path, new) in &changed {
                 if let Some(entry) = cache.entries.get_mut(path) {
                     entry.item.oid = *new;
-                    entry.encrypted = true;
+                    entry.encrypted = mtimes.get(path).and_then(|m| m.encrypted);
                 }
             }
-            cache.save(&cache_path)?;
+            // The rotation is recorded; a cache that cannot be saved only costs re-reading
+            // files (it no longer matches the tip), so it is reported, not fatal.
+            if let Err(err) = cache.save(&cache_path) {
+                rotated.warnings.push(format!("{err:#}"));
+            }
         }
     }
     rotated.commit = Some(id);

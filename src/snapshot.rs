@@ -199,7 +199,7 @@ pub fn scan(
             return false;
         }
         match hit.filter(|_| verdicts_hold) {
-            Some(hit) => hit.encrypted,
+            Some(hit) => hit.encrypted.is_some(),
             None => treasure_walker.borrow_mut().is_treasure(&e.rel),
         }
     };
@@ -250,7 +250,7 @@ pub fn scan(
         let treasure = is_treasure(entry, hit);
         // A cached plaintext blob of a file that has since become a treasure (or the other
         // way round) does not count: it must be stored again, the right way.
-        let cached = hit.filter(|c| c.encrypted == treasure);
+        let cached = hit.filter(|c| c.encrypted.is_some() == treasure);
         out.all_cached &= cached.is_some();
         let (item, stat) = match cached {
             Some(c) => (c.item, entry.stat),
@@ -409,18 +409,17 @@ impl EntryReader<'_> {
         } else {
             Mode::File
         };
+        let mut not_compared = None;
         if treasure {
-            match self.same_as_recorded(&entry.rel, &mut file, stat.size) {
+            let compared = self.same_as_recorded(&entry.rel, &mut file, stat.size);
+            // Whatever the comparison read, the file is read again from its start.
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(0)) {
+                return Ok(Err(format!("could not seek: {e}")));
+            }
+            match compared {
                 Ok(Some(oid)) => return Ok(Ok((Item { mode, oid }, stat))),
                 Ok(None) => {}
-                Err(err) => warnings.push(format!(
-                    "{}: could not compare with the recorded version ({err:#}); {}",
-                    entry.rel,
-                    match self.store {
-                        Store::Write => "stored a new encrypted copy",
-                        Store::HashOnly => "counted as changed",
-                    }
-                )),
+                Err(err) => not_compared = Some(err),
             }
         }
         let oid = match (self.store, treasure) {
@@ -445,20 +444,31 @@ impl EntryReader<'_> {
                 Err(p) => return Ok(Err(p.0)),
             },
         };
+        if let Some(err) = not_compared {
+            warnings.push(format!(
+                "{}: could not compare with the recorded version ({err:#}); {}",
+                entry.rel,
+                match self.store {
+                    Store::Write => "stored a new encrypted copy",
+                    Store::HashOnly => "counted as changed",
+                }
+            ));
+        }
         Ok(Ok((Item { mode, oid }, stat)))
     }
 
-    /// The recorded ciphertext blob of `rel`, if it decrypts to exactly the content of `file`
-    /// (which is left at its start). `None`: no comparable recorded version, or different.
+    /// The recorded ciphertext blob of `rel`, if it decrypts to exactly the content of `file`.
+    /// `None`: no comparable recorded version, or different. The caller rewinds `file`.
     fn same_as_recorded(&self, rel: &[u8], file: &mut File, size: u64) -> Result<Option<ObjectId>> {
         let Some(recorded) = self.prev.listing().get(rel).filter(|i| i.mode.is_file()) else {
             return Ok(None);
         };
-        let comparable = self
-            .prev
-            .mtimes()
-            .get(rel)
-            .is_some_and(|m| m.encrypted == Some(size));
+        let comparable = match self.prev.mtimes().get(rel) {
+            Some(m) => m.encrypted == Some(size),
+            // No metadata at all (a copy of the shadow without refs/notes/mirror): the age
+            // header tells, as in checkout.
+            None => self.shadow.blob_starts_with(&recorded.oid, crypt::MAGIC)?,
+        };
         if !comparable {
             return Ok(None);
         }
@@ -466,7 +476,6 @@ impl EntryReader<'_> {
         let plain = self.keys.decrypt(crypt::buffered(blob))?;
         let same = crypt::same_stream(plain, (&*file).take(size + 1))
             .with_context(|| format!("blob {}", recorded.oid))?;
-        file.seek(std::io::SeekFrom::Start(0))?;
         Ok(same.then_some(recorded.oid))
     }
 }
@@ -705,7 +714,7 @@ fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan
                 ..Stat::default()
             }
         });
-        let encrypted = meta.is_some_and(|m| m.encrypted.is_some());
+        let encrypted = meta.and_then(|m| m.encrypted);
         cache.entries.insert(
             path.clone(),
             CacheEntry {

@@ -62,8 +62,9 @@ impl Stat {
 pub struct CacheEntry {
     pub item: Item,
     pub stat: Stat,
-    /// The blob is the file's age ciphertext (the stat size is the plaintext size).
-    pub encrypted: bool,
+    /// `Some(plaintext size)` when the blob is the file's age ciphertext. Kept apart from the
+    /// stat size: an entry carried forward for an unreadable file has a made-up stat.
+    pub encrypted: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,7 +105,7 @@ impl Cache {
             .filter(|(_, e)| e.item.mode.is_file())
             .map(|(p, e)| {
                 let mut meta = crate::meta::FileMeta::from_stat(&e.stat);
-                meta.encrypted = e.encrypted.then_some(e.stat.size);
+                meta.encrypted = e.encrypted;
                 (p.clone(), meta)
             })
             .collect()
@@ -144,7 +145,13 @@ impl Cache {
             out.extend_from_slice(&(path.len() as u32).to_le_bytes());
             out.extend_from_slice(path);
             out.push(e.item.mode.code());
-            out.push(e.encrypted as u8);
+            match e.encrypted {
+                None => out.push(0),
+                Some(size) => {
+                    out.push(1);
+                    out.extend_from_slice(&size.to_le_bytes());
+                }
+            }
             out.extend_from_slice(e.item.oid.as_bytes());
             out.extend_from_slice(&e.stat.size.to_le_bytes());
             out.extend_from_slice(&e.stat.mtime_ns.to_le_bytes());
@@ -183,8 +190,8 @@ fn decode(data: &[u8]) -> Result<Cache> {
         let path = BString::from(r.take(len)?);
         let mode = Mode::from_code(r.take(1)?[0]).context("bad mode")?;
         let encrypted = match r.take(1)?[0] {
-            0 => false,
-            1 => true,
+            0 => None,
+            1 => Some(r.u64()?),
             _ => bail!("bad flag"),
         };
         let oid = ObjectId::from_bytes_or_panic(r.take(20)?);
@@ -253,7 +260,7 @@ mod tests {
                     oid: ObjectId::from_bytes_or_panic(&[7; 20]),
                 },
                 stat,
-                encrypted: false,
+                encrypted: Some(77),
             },
         );
         Cache {
@@ -302,6 +309,7 @@ mod tests {
         let back = decode(&bytes).unwrap();
         assert_eq!(back.scan_start_ns, 99);
         assert_eq!(back.treasures, 42);
+        assert_eq!(back.entries[&BString::from("f")].encrypted, Some(77));
         assert_eq!(back.entries["f".as_bytes()].stat, stat);
         let mut broken = bytes.clone();
         let mid = broken.len() / 2;

@@ -29,14 +29,23 @@ impl Treasures {
     /// Identifies the pattern list (with the tier it is applied in): verdicts recorded under
     /// the same fingerprint still hold.
     pub fn fingerprint(&self, tier_path: &str) -> u64 {
-        let mut h = crc32fast::Hasher::new();
+        // A collision would let stale verdicts stand, so a cryptographic hash, not a checksum.
+        let mut h = gix::hash::hasher(gix::hash::Kind::Sha1);
         h.update(tier_path.as_bytes());
         for p in &self.patterns {
             h.update(b"\0");
             h.update(p.as_bytes());
         }
+        let digest = h
+            .try_finalize()
+            .map(|id| id.as_bytes().to_vec())
+            .unwrap_or_default();
+        let mut first = [0u8; 8];
+        for (dst, src) in first.iter_mut().zip(&digest) {
+            *dst = *src;
+        }
         // Never 0, which stands for "unknown" in a stat cache.
-        u64::from(h.finalize()) | 1 << 32
+        u64::from_le_bytes(first) | 1
     }
 
     pub fn new(patterns: &[String]) -> Result<Treasures, String> {

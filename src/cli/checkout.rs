@@ -165,7 +165,7 @@ pub fn report_problems(r: &mirror::checkout::TierRestore) -> Exit {
     }
     for path in &r.skipped_encrypted {
         eprintln!(
-            "warning: {}: skipped encrypted {path} (no identity can decrypt it)",
+            "warning: {}: skipped encrypted {path} (it could not be decrypted)",
             r.tier
         );
         exit = Exit::Partial;

@@ -41,7 +41,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         })?;
         tiers.push((name.to_owned(), path.to_owned()));
     }
-    let recipients = if args.encrypt {
+    let recipients = if args.encrypt && !already_encrypted(ctx) {
         vec![identity_recipient(ctx)?]
     } else {
         Vec::new()
@@ -120,6 +120,23 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// An existing mirror.yaml already has `encryption:`: `--encrypt` leaves it (and the keys)
+/// alone rather than make an identity nobody encrypts to.
+fn already_encrypted(ctx: &Context) -> bool {
+    let Some(root) = mirror::config::find_root(&ctx.cwd) else {
+        return false;
+    };
+    let has = mirror::config::Config::load(&root.join(mirror::config::CONFIG_FILE))
+        .is_ok_and(|c| c.encryption.is_some());
+    if has {
+        eprintln!(
+            "note: {} already has an `encryption:` section; it is left as it is (add recipients under encryption.recipients, then `mirror key rotate`)",
+            root.join(mirror::config::CONFIG_FILE).display()
+        );
+    }
+    has
 }
 
 /// The recipient of the identity `--encrypt` uses, creating the identity when it is missing.

@@ -82,6 +82,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             for (tier, result) in results {
                 match result {
                     Ok(r) => {
+                        for w in &r.warnings {
+                            eprintln!("warning: {tier}: {w}");
+                        }
                         match r.commit {
                             Some(id) if !ctx.quiet => println!(
                                 "{tier}: re-encrypted {} files to {} recipients as {}",

@@ -1340,3 +1340,123 @@ fn checkout_of_a_snapshot_without_its_note_still_decrypts_treasures_and_says_so(
         own_age
     );
 }
+
+/// A treasure that cannot be read is carried forward with its recorded size, snapshot after
+/// snapshot: its `e` record stays right, it restores, and once readable again it is not
+/// re-encrypted.
+#[test]
+fn unreadable_treasure_keeps_its_recorded_size_across_snapshots() {
+    let env = Env::new();
+    env.write("tier-0/.hidden/secret", "ten bytes\n");
+    env.write("tier-0/a.txt", "1\n");
+    env.init(&["tier-0=tier-0"]);
+    env.ok(&["snapshot"]);
+    let first_blob = blob_id(&env, &tier_ref("tier-0"), ".hidden/secret");
+    open_up_for_nobody(&env);
+    chmod(&env.path("tier-0/.hidden/secret"), 0o000);
+    for round in ["2\n", "3\n"] {
+        env.write("tier-0/a.txt", round);
+        let out = mirror_unprivileged(&env, &["snapshot"]);
+        assert_exit(&out, 3, "snapshot with an unreadable treasure");
+        let tip = must_tip(&env, "tier-0");
+        assert!(
+            note_records(&env, &tip).contains(&"e 10 .hidden/secret".to_owned()),
+            "the carried-forward treasure keeps its plaintext size: {:?}",
+            note_records(&env, &tip)
+        );
+        assert_eq!(blob_id(&env, &tip, ".hidden/secret"), first_blob);
+    }
+    chmod(&env.path("tier-0/.hidden/secret"), 0o644);
+    env.ok(&["snapshot"]);
+    assert_eq!(
+        blob_id(&env, &tier_ref("tier-0"), ".hidden/secret"),
+        first_blob,
+        "readable again and unchanged: the recorded ciphertext is kept"
+    );
+    let dest = env.root().join("out");
+    env.ok(&["checkout", "latest", "--to", dest.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(dest.join("tier-0/.hidden/secret")).unwrap(),
+        b"ten bytes\n"
+    );
+}
+
+/// When the recorded ciphertext cannot be decrypted to compare (here: corrupted), the file is
+/// still read whole from its start and stored encrypted again, with a warning.
+#[test]
+fn failed_comparison_still_stores_the_whole_file_encrypted() {
+    let env = Env::new();
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    env.write("tier-0/.hidden/big", &content);
+    env.init(&["tier-0=tier-0"]);
+    env.ok(&["snapshot"]);
+    let id = blob_id(&env, &tier_ref("tier-0"), ".hidden/big");
+    // Rewrite the loose object with one ciphertext byte flipped (valid zlib, wrong content).
+    let mut cipher = blob(&env, &id);
+    cipher[200_000] ^= 0xff;
+    let loose = env.shadow.join("objects").join(&id[..2]).join(&id[2..]);
+    let mut raw = format!("blob {}\0", cipher.len()).into_bytes();
+    raw.extend_from_slice(&cipher);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    z.write_all(&raw).unwrap();
+    chmod(&loose, 0o644);
+    std::fs::write(&loose, z.finish().unwrap()).unwrap();
+    clear_stat_caches(&env);
+    set_mtime(&env.path("tier-0/.hidden/big"), 1_600_000_000, 0);
+
+    let out = env.mirror(&["snapshot"]);
+    assert_exit(
+        &out,
+        0,
+        "snapshot comparing against a corrupt recorded version",
+    );
+    assert!(
+        stderr(&out).contains("could not compare"),
+        "the failed comparison is reported: {}",
+        stderr(&out)
+    );
+    let new_id = blob_id(&env, &tier_ref("tier-0"), ".hidden/big");
+    assert_ne!(new_id, id);
+    assert_eq!(
+        age_decrypt(&identity_file(&env), &blob(&env, &new_id)),
+        content
+    );
+}
+
+/// A shadow whose notes ref is gone (as in a `git clone --bare` copy) still recognises its
+/// ciphertext by the age header: no treasure is re-encrypted.
+#[test]
+fn missing_notes_do_not_make_treasures_churn() {
+    let env = Env::new();
+    env.write("tier-0/.hidden/a", "alpha\n");
+    env.write("tier-0/.hidden/b", "beta\n");
+    env.init(&["tier-0=tier-0"]);
+    env.ok(&["snapshot"]);
+    let before = age_blobs(&env);
+    assert_eq!(before.len(), 2);
+    let out = env.shadow_git(&["update-ref", "-d", "refs/notes/mirror"]);
+    assert_exit(&out, 0, "delete the notes ref");
+    clear_stat_caches(&env);
+    env.ok(&["snapshot"]);
+    assert_eq!(age_blobs(&env), before, "no treasure was encrypted again");
+}
+
+/// `init --encrypt` on a project whose mirror.yaml already has `encryption:` changes nothing
+/// and makes no identity that nothing would be encrypted to.
+#[test]
+fn init_encrypt_again_leaves_existing_encryption_and_keys_alone() {
+    let env = Env::new();
+    env.write("tier-0/a.txt", "a\n");
+    env.init(&["tier-0=tier-0"]);
+    let yaml = env.read("mirror.yaml");
+    std::fs::rename(identity_file(&env), env.root().join("moved-identity.txt")).unwrap();
+    let out = env.mirror(&["init", "--encrypt"]);
+    assert_exit(&out, 0, "init --encrypt again");
+    assert!(
+        stderr(&out).contains("already has an `encryption:` section"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!identity_file(&env).exists(), "no new identity was made");
+    assert_eq!(env.read("mirror.yaml"), yaml);
+}
