@@ -39,6 +39,36 @@ pub struct Config {
     /// How the git hooks behave (`mirror hooks install`).
     #[serde(default, skip_serializing_if = "HookSettings::is_default")]
     pub hooks: HookSettings,
+    /// Other git repositories the shadow is pushed to (`mirror push`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<Remote>,
+    /// When to push without being asked.
+    #[serde(default, skip_serializing_if = "PushSettings::is_default")]
+    pub push: PushSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remote {
+    /// Names `refs/remotes/<name>/...` in the shadow, so a valid ref component.
+    pub name: String,
+    /// Anything `git push` accepts: a path (relative to the project root), `file://`,
+    /// `ssh://`, `user@host:path`, `https://`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSettings {
+    /// Push to every remote after each snapshot that recorded something.
+    #[serde(default)]
+    pub after_snapshot: bool,
+}
+
+impl PushSettings {
+    fn is_default(&self) -> bool {
+        self == &PushSettings::default()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +173,22 @@ impl Config {
             }
         }
         crate::treasure::Treasures::new(&self.treasures).map_err(invalid)?;
+        let mut remote_names = std::collections::HashSet::new();
+        for remote in &self.remotes {
+            validate_remote_name(&remote.name).map_err(invalid)?;
+            if remote.url.trim().is_empty() {
+                return Err(invalid(format!(
+                    "remote '{}' has an empty url",
+                    remote.name
+                )));
+            }
+            if !remote_names.insert(remote.name.as_str()) {
+                return Err(invalid(format!(
+                    "remote name '{}' is used twice",
+                    remote.name
+                )));
+            }
+        }
         for r in self.recipients() {
             crate::crypt::parse_recipient(r)
                 .map_err(|e| invalid(format!("encryption.recipients: {e}")))?;
@@ -211,6 +257,84 @@ pub fn validate_tier_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Rewrite the `remotes:` block of the project's mirror.yaml (the rest stays as it is).
+pub fn write_remotes(project: &crate::project::Project, remotes: &[Remote]) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct Block<'a> {
+        remotes: &'a [Remote],
+    }
+    let path = project.config_path();
+    if project.config_from_shadow {
+        anyhow::bail!(
+            "{} is missing (the configuration was read from the shadow repository); restore it first with `mirror checkout latest`",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    let block = if remotes.is_empty() {
+        String::new()
+    } else {
+        serde_norway::to_string(&Block { remotes }).context("could not write the remotes")?
+    };
+    let text = replace_top_level_block(&text, "remotes", &block);
+    // Validate exactly as a later load would before replacing the file.
+    Config::parse(&text, &path)?;
+    crate::store::write_atomically(&path, text.as_bytes())
+}
+
+/// A remote name becomes `refs/remotes/<name>/...`, so it must be one valid ref component.
+pub fn validate_remote_name(name: &str) -> Result<(), String> {
+    let bad = name.is_empty()
+        || name.contains('/')
+        || gix::validate::reference::name_partial(format!("remotes/{name}").as_str().into())
+            .is_err();
+    if bad {
+        return Err(format!(
+            "remote name '{name}' is not a valid git ref component (no '/', spaces, '..', '~', '^', ':', '?', '*', '[', '\\', and not ending in '.lock')"
+        ));
+    }
+    Ok(())
+}
+
+/// Replace the top-level `key:` block of a YAML document (the `key:` line and the indented or
+/// `- ` lines under it) with `block`, or append `block` when there is none. Everything else,
+/// comments included, stays byte for byte — serde_norway would drop comments on a rewrite.
+/// Comments inside the replaced block are lost.
+pub fn replace_top_level_block(text: &str, key: &str, block: &str) -> String {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let is_key = |l: &str| {
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with(':'))
+    };
+    let Some(start) = lines.iter().position(|l| is_key(l)) else {
+        let mut out = text.to_owned();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(block);
+        return out;
+    };
+    let mut end = start + 1;
+    while end < lines.len() {
+        let l = lines[end];
+        let inside = l.starts_with(' ') || l.starts_with('-') || l.starts_with('\t');
+        if !inside {
+            break;
+        }
+        end += 1;
+    }
+    let mut out = String::with_capacity(text.len() + block.len());
+    for l in &lines[..start] {
+        out.push_str(l);
+    }
+    out.push_str(block);
+    for l in &lines[end..] {
+        out.push_str(l);
+    }
+    out
 }
 
 /// Normalise a tier path to a relative, `/`-separated path without `.` or `..` components

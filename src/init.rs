@@ -117,6 +117,8 @@ pub fn init(root: &Path, options: &InitOptions) -> Result<InitOutcome> {
             identity: None,
         }),
         hooks: Default::default(),
+        remotes: Vec::new(),
+        push: Default::default(),
     };
     // Validate exactly as a later load would, before creating anything.
     Config::parse(&config.to_yaml(), &config_path)?;
@@ -145,15 +147,13 @@ fn add_encryption(config_path: &Path, recipients: &[String]) -> Result<bool> {
     if config.encryption.is_some() {
         return Ok(false);
     }
-    let mut text = std::fs::read_to_string(config_path)
+    let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("could not read {}", config_path.display()))?;
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str("encryption:\n  recipients:\n");
+    let mut block = "encryption:\n  recipients:\n".to_owned();
     for r in recipients {
-        text.push_str(&format!("    - {r}\n"));
+        block.push_str(&format!("    - {r}\n"));
     }
+    let text = config::replace_top_level_block(&text, "encryption", &block);
     // Validate exactly as a later load would before replacing the file.
     Config::parse(&text, config_path)?;
     crate::store::write_atomically(config_path, text.as_bytes())?;
@@ -203,7 +203,7 @@ fn explicit_tiers(root: &Path, specs: &[(String, String)]) -> Result<Vec<Tier>> 
         .collect()
 }
 
-fn default_shadow(root: &Path) -> Result<PathBuf> {
+pub fn default_shadow(root: &Path) -> Result<PathBuf> {
     let base = crate::registry::data_dir()?;
     let name = root
         .file_name()

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod checkout;
+pub mod clone;
 pub mod config;
 pub mod crypt;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod milestone;
 pub mod progress;
 pub mod project;
 pub mod registry;
+pub mod remote;
 pub mod rotate;
 pub mod snapshot;
 pub mod statcache;

@@ -111,23 +111,7 @@ impl Shadow {
         write_atomically(&config_path, &out)?;
         std::fs::create_dir_all(path.join("mirror").join("cache"))?;
         let shadow = Shadow::open(path)?;
-        // Point HEAD at the first tier so `git clone SHADOW` checks that tier out.
-        shadow
-            .repo
-            .edit_reference(RefEdit {
-                change: Change::Update {
-                    log: LogChange {
-                        mode: RefLog::AndReference,
-                        force_create_reflog: false,
-                        message: "mirror init".into(),
-                    },
-                    expected: PreviousValue::Any,
-                    new: Target::Symbolic(tier_ref(first_tier).try_into()?),
-                },
-                name: "HEAD".try_into()?,
-                deref: false,
-            })
-            .context("could not point HEAD of the shadow repository at the first tier")?;
+        point_head_at_tier(&shadow.repo, first_tier)?;
         Ok(shadow)
     }
 
@@ -518,6 +502,26 @@ impl Shadow {
             .detach()
             .data)
     }
+}
+
+/// Point HEAD of a (bare) repository at a tier's branch, so `git clone` of it checks that tier
+/// out.
+pub fn point_head_at_tier(repo: &gix::Repository, tier: &str) -> Result<()> {
+    repo.edit_reference(RefEdit {
+        change: Change::Update {
+            log: LogChange {
+                mode: RefLog::AndReference,
+                force_create_reflog: false,
+                message: "mirror".into(),
+            },
+            expected: PreviousValue::Any,
+            new: Target::Symbolic(tier_ref(tier).try_into()?),
+        },
+        name: "HEAD".try_into()?,
+        deref: false,
+    })
+    .context("could not point HEAD at the first tier")?;
+    Ok(())
 }
 
 /// Compute a file's blob id without storing it (for `status` and `diff`).

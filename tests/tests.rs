@@ -9,10 +9,14 @@ mod audit;
 mod checkout;
 #[path = "suite/cli.rs"]
 mod cli;
+#[path = "suite/clone.rs"]
+mod clone;
 #[path = "suite/hooks.rs"]
 mod hooks;
 #[path = "suite/keys.rs"]
 mod keys;
+#[path = "suite/remotes.rs"]
+mod remotes;
 #[path = "suite/safety.rs"]
 mod safety;
 #[path = "suite/snapshot.rs"]

@@ -3,7 +3,9 @@
 
 mod audit;
 mod checkout;
+mod clone;
 mod diff;
+mod fetch;
 mod hook;
 mod hooks;
 mod init;
@@ -11,6 +13,8 @@ mod key;
 mod log;
 mod output;
 mod progress;
+mod push;
+mod remote;
 mod restore;
 mod snapshot;
 mod status;
@@ -60,6 +64,10 @@ enum Command {
     Hooks(hooks::Args),
     Hook(hook::Args),
     Key(key::Args),
+    Remote(remote::Args),
+    Push(push::Args),
+    Fetch(fetch::Args),
+    Clone(clone::Args),
 }
 
 impl Command {
@@ -78,6 +86,10 @@ impl Command {
             Command::Hooks(_) => "hooks",
             Command::Hook(_) => "hook",
             Command::Key(_) => "key",
+            Command::Remote(_) => "remote",
+            Command::Push(_) => "push",
+            Command::Fetch(_) => "fetch",
+            Command::Clone(_) => "clone",
         }
     }
 }
@@ -181,6 +193,10 @@ pub fn main() -> ExitCode {
         Command::Hooks(args) => hooks::run(&ctx, args),
         Command::Hook(args) => hook::run(&ctx, args),
         Command::Key(args) => key::run(&ctx, args),
+        Command::Remote(args) => remote::run(&ctx, args),
+        Command::Push(args) => push::run(&ctx, args),
+        Command::Fetch(args) => fetch::run(&ctx, args),
+        Command::Clone(args) => clone::run(&ctx, args),
     };
     let code = match &result {
         Ok(exit) => ExitCode::from(*exit as u8),
@@ -280,7 +296,15 @@ fn report_error(err: &anyhow::Error) -> ExitCode {
 pub fn open_project(
     ctx: &Context,
 ) -> anyhow::Result<(mirror::project::Project, mirror::store::Shadow)> {
-    let project = mirror::project::Project::discover(&ctx.cwd)?;
+    open_project_at(ctx, &ctx.cwd)
+}
+
+/// [`open_project`] for the project around `dir`.
+pub fn open_project_at(
+    ctx: &Context,
+    dir: &std::path::Path,
+) -> anyhow::Result<(mirror::project::Project, mirror::store::Shadow)> {
+    let project = mirror::project::Project::discover(dir)?;
     if project.config_from_shadow {
         eprintln!(
             "note: no mirror.yaml in {}; using shadow repository {}, which records this directory as its project root",

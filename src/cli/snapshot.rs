@@ -167,6 +167,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         json(&out)?;
     }
     ctx.audit_details(serde_json::to_value(&out)?);
+    let recorded = out.iter().any(|t| t.outcome == Some(Outcome::Recorded));
+    if recorded && project.config.push.after_snapshot && !project.config.remotes.is_empty() {
+        auto_push(ctx, &project, &shadow, args.json)?;
+    }
     if let (Some(name), Exit::Ok | Exit::Partial) = (args.tag, exit) {
         let request = mirror::milestone::Request {
             name,
@@ -178,4 +182,35 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         exit = exit.worst(tagged);
     }
     Ok(exit)
+}
+
+/// `push: {after_snapshot: true}`: push to every remote. A failure is reported and audited (as
+/// its own `push` entry) but does not fail the snapshot, which is recorded either way.
+fn auto_push(
+    ctx: &Context,
+    project: &mirror::project::Project,
+    shadow: &mirror::store::Shadow,
+    quiet_stdout: bool,
+) -> anyhow::Result<()> {
+    let reports = super::push::push_all(project, shadow, &project.config.remotes)?;
+    let exit = super::push::print_reports(ctx, &reports, quiet_stdout);
+    let outcome = match exit {
+        Exit::Ok => mirror::audit::Outcome::Ok,
+        _ => mirror::audit::Outcome::Failed,
+    };
+    let mut entry = mirror::audit::Entry::new(
+        "push",
+        vec!["push".into(), "--after-snapshot".into()],
+        outcome,
+    );
+    entry.details = serde_json::to_value(&reports)?;
+    let errors: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.remote)))
+        .collect();
+    if !errors.is_empty() {
+        entry.error = Some(errors.join("\n"));
+    }
+    mirror::audit::append(shadow, &entry)?;
+    Ok(())
 }

@@ -74,5 +74,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             );
         }
     }
+    super::remote::print_statuses(&super::remote::statuses(&project, &shadow));
     Ok(Exit::Ok)
 }
