@@ -406,6 +406,26 @@ pub fn find_root(start: &Path) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_top_level_block_is_replaced_and_everything_else_kept() {
+        let text = "# my comment\nversion: 1\nremotes:\n- name: a\n  url: /x\n# next\ntiers: []\n";
+        let out = replace_top_level_block(text, "remotes", "remotes:\n- name: b\n  url: /y\n");
+        assert_eq!(
+            out,
+            "# my comment\nversion: 1\nremotes:\n- name: b\n  url: /y\n# next\ntiers: []\n"
+        );
+        assert_eq!(
+            replace_top_level_block(text, "remotes", ""),
+            "# my comment\nversion: 1\n# next\ntiers: []\n"
+        );
+        // Absent: appended; a key that merely starts the same is not it.
+        assert_eq!(
+            replace_top_level_block("remotes_x: 1", "remotes", "remotes: []\n"),
+            "remotes_x: 1\nremotes: []\n"
+        );
+    }
+
     use super::*;
 
     #[test]
