@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use mirror::checkout::{Request, Target};
 
 use super::output::short;
@@ -78,7 +79,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         skip_encrypted: args.skip_encrypted,
     };
     let bar = super::progress::Bar::new(ctx.quiet);
-    let report = mirror::checkout::checkout(&project, &shadow, &request, &bar)?;
+    let report = mirror::checkout::checkout(&project, &shadow, &request, &bar).with_context(|| {
+        format!(
+            "the shadow repository and mirror.yaml are in place in {}; once the problem is fixed, restore the tiers there with `mirror checkout latest`",
+            cloned.root.display()
+        )
+    })?;
     let mut exit = Exit::Ok;
     for w in &report.warnings {
         eprintln!("warning: {w}");
