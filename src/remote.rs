@@ -282,7 +282,9 @@ fn push_inner(
     report: &mut PushReport,
 ) -> Result<()> {
     if let Location::Local(path) = location {
-        if !path.exists() {
+        // A new directory, or an empty one (a freshly mounted, empty backup disk folder).
+        let empty_dir = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
+        if !path.exists() || empty_dir {
             create_bare(path, first_tier)?;
             report.created = true;
         }
