@@ -266,13 +266,7 @@ pub fn checkout(
         }
     };
 
-    // Read once: umask can only be read by setting it, so set it straight back.
-    let umask = {
-        use rustix::fs::Mode;
-        let old = rustix::process::umask(Mode::from_raw_mode(0o022));
-        rustix::process::umask(old);
-        old.as_raw_mode()
-    };
+    let umask = crate::store::current_umask();
     // In place, the project's mirror.yaml is never rolled back with tier `.`: it has its own
     // history (refs/mirror/config), and an old one could drop tiers added since.
     let keep_config = request.to.is_none() && project.config_path().exists();

@@ -87,24 +87,16 @@ pub struct GitOutput {
 }
 
 impl GitOutput {
-    /// git's own explanation: its `fatal:`/`error:` lines, else the last lines of stderr.
+    /// git's own explanation (and ssh's, which comes first: "connection refused"): the
+    /// last few lines of stderr, without git's hints.
     pub fn reason(&self) -> String {
         let lines: Vec<&str> = self
             .stderr
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty())
+            .filter(|l| !l.is_empty() && !l.starts_with("hint:"))
             .collect();
-        let important: Vec<&str> = lines
-            .iter()
-            .copied()
-            .filter(|l| l.starts_with("fatal:") || l.starts_with("error:") || l.contains("denied"))
-            .collect();
-        let chosen = if important.is_empty() {
-            lines.iter().rev().take(2).rev().copied().collect()
-        } else {
-            important
-        };
+        let chosen = &lines[lines.len().saturating_sub(4)..];
         if chosen.is_empty() {
             "git failed without a message".into()
         } else {
@@ -489,10 +481,12 @@ pub fn status(shadow: &Shadow, remote: &Remote, root: &Path) -> RemoteStatus {
                 if let Some(n) = steps_back(shadow, *l, Some(*r)) {
                     status.behind += n;
                 } else if shadow.repo.has_object(r) {
-                    match steps_back(shadow, *r, Some(*l)) {
-                        Some(n) => status.ahead += n,
-                        None => diverged = true,
-                    }
+                    // Both sides have snapshots the other lacks, counted back to where
+                    // their chains meet.
+                    let (behind, ahead) = fork_point_distances(shadow, *l, *r);
+                    status.behind += behind;
+                    status.ahead += ahead;
+                    diverged |= behind > 0 && ahead > 0;
                 } else {
                     unknown_ahead = true;
                 }
@@ -516,20 +510,42 @@ pub fn status(shadow: &Shadow, remote: &Remote, root: &Path) -> RemoteStatus {
 /// First-parent steps from `from` back to `ancestor` (not counting it); with `None`, the
 /// length of the whole chain. `None` when `ancestor` is not on the chain.
 fn steps_back(shadow: &Shadow, from: ObjectId, ancestor: Option<ObjectId>) -> Option<u64> {
-    let mut n = 0;
+    let chain = chain(shadow, from);
+    match ancestor {
+        None => Some(chain.len() as u64),
+        Some(a) => chain.iter().position(|id| *id == a).map(|p| p as u64),
+    }
+}
+
+/// The first-parent chain of a commit, newest first.
+fn chain(shadow: &Shadow, from: ObjectId) -> Vec<ObjectId> {
+    let mut out = Vec::new();
     let mut next = Some(from);
     while let Some(id) = next {
-        if Some(id) == ancestor {
-            return Some(n);
-        }
-        n += 1;
+        out.push(id);
         next = shadow
             .repo
             .find_commit(id)
             .ok()
             .and_then(|c| c.parent_ids().next().map(|p| p.detach()));
     }
-    ancestor.is_none().then_some(n)
+    out
+}
+
+/// (commits only on `ours`' chain, commits only on `theirs`') back to the newest commit the
+/// two first-parent chains share; whole chains when they share none.
+fn fork_point_distances(shadow: &Shadow, ours: ObjectId, theirs: ObjectId) -> (u64, u64) {
+    let mine = chain(shadow, ours);
+    let index: std::collections::HashMap<ObjectId, usize> =
+        mine.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut ahead = 0;
+    for id in chain(shadow, theirs) {
+        if let Some(&behind) = index.get(&id) {
+            return (behind as u64, ahead);
+        }
+        ahead += 1;
+    }
+    (mine.len() as u64, ahead)
 }
 
 #[cfg(test)]

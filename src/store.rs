@@ -674,12 +674,28 @@ pub fn write_cache_file(path: &Path, data: &[u8]) -> Result<()> {
     replace_file(path, data, false)
 }
 
+/// The process umask (it can only be read by setting it, so it is set straight back).
+pub fn current_umask() -> u32 {
+    use rustix::fs::Mode;
+    let old = rustix::process::umask(Mode::from_raw_mode(0o022));
+    rustix::process::umask(old);
+    old.as_raw_mode()
+}
+
 fn replace_file(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().context("path has no parent directory")?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("could not create a temporary file in {}", dir.display()))?;
     tmp.write_all(data)?;
+    // The temporary file is 0600; the result keeps the mode of the file it replaces (a
+    // mirror.yaml the user made group-readable stays so), or gets the umask's default.
+    let mode = match std::fs::metadata(path) {
+        Ok(md) => std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o7777,
+        Err(_) => 0o666 & !current_umask(),
+    };
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     if durable {
         tmp.as_file().sync_all()?;
     }
