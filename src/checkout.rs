@@ -200,11 +200,16 @@ pub fn checkout(
                 cannot.insert(path.clone());
             }
         }
-        if !cannot.is_empty() && !request.skip_encrypted {
-            let names: Vec<String> = cannot
-                .iter()
-                .map(|p| format!("{}: {p}", sel.tier.name))
-                .collect();
+        undecryptable.push(cannot);
+    }
+    if !request.skip_encrypted {
+        // Every tier's undecryptable files are named, not only the first tier's.
+        let names: Vec<String> = selections
+            .iter()
+            .zip(&undecryptable)
+            .flat_map(|(sel, cannot)| cannot.iter().map(|p| format!("{}: {p}", sel.tier.name)))
+            .collect();
+        if !names.is_empty() {
             bail!(
                 "{} encrypted files cannot be decrypted: {}; nothing was changed — pass --identity FILE or set MIRROR_IDENTITY (MIRROR_PASSPHRASE for a protected identity), or --skip-encrypted to restore everything else:\n  {}",
                 names.len(),
@@ -212,7 +217,6 @@ pub fn checkout(
                 names.join("\n  ")
             );
         }
-        undecryptable.push(cannot);
     }
 
     let mut report = Report {

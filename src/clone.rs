@@ -40,6 +40,7 @@ pub fn clone(url: &str, dir: &Path, shadow: Option<&Path>) -> Result<Cloned> {
             );
         }
     }
+    let created_dir = !dir.exists();
     std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
     let root = dir.canonicalize()?;
     let shadow_path = match shadow {
@@ -48,13 +49,25 @@ pub fn clone(url: &str, dir: &Path, shadow: Option<&Path>) -> Result<Cloned> {
     };
     // The tier for HEAD is only known once the configuration has arrived; any name will do
     // until then.
-    let shadow = Shadow::create(&shadow_path, &root, "root")?;
+    let shadow = match Shadow::create(&shadow_path, &root, "root") {
+        Ok(shadow) => shadow,
+        Err(err) => {
+            if created_dir {
+                let _ = std::fs::remove_dir(&root);
+            }
+            return Err(err);
+        }
+    };
     match fill(url, &root, shadow) {
         Ok(cloned) => Ok(cloned),
         Err(err) => {
             // Nothing half-made stays behind: the shadow is ours, created just now.
             let _ = std::fs::remove_dir_all(&shadow_path);
             let _ = std::fs::remove_file(root.join(CONFIG_FILE));
+            if created_dir {
+                // Made by this clone and empty again: like `git clone`, leave no trace.
+                let _ = std::fs::remove_dir(&root);
+            }
             Err(err)
         }
     }
