@@ -1109,3 +1109,29 @@ fn a_diverged_remote_is_reported_with_both_counts() {
         "the text must not claim the remote lacks none of our snapshots: {line}"
     );
 }
+
+/// Without a `git` program on PATH, push fails with a message that says so (not a panic, not
+/// a hang), and nothing else is harmed.
+#[test]
+fn push_without_git_on_path_says_git_is_missing() {
+    let env = project();
+    let remote = env.root().join("usb.git");
+    add_remote(&env, "usb", remote.to_str().unwrap());
+    let empty_bin = env.root().join("no-git-bin");
+    std::fs::create_dir_all(&empty_bin).unwrap();
+    let out = env
+        .cmd()
+        .env("PATH", &empty_bin)
+        .args(["push"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1, "push without git");
+    assert!(
+        stderr(&out).contains("`git` program was not found"),
+        "{}",
+        stderr(&out)
+    );
+    // With git back on PATH the same push works.
+    env.ok(&["push"]);
+    assert_remote_got_everything(&env, &remote);
+}
