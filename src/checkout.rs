@@ -2,7 +2,7 @@
 //!
 //! Files are materialised by mirror itself, not by git's checkout machinery, so no
 //! `.gitattributes` filter, eol conversion or user git configuration can alter content, and
-//! legitimate Linux names (`git~1`, names with newlines or invalid UTF-8) restore as they
+//! legitimate Linux names (names with newlines or invalid UTF-8) restore as they
 //! were. Every name read from the shadow repository is validated (no `..`, `/`, `.git`) and
 //! no write ever goes through a symlink, so even a hostile shadow cannot write outside a tier.
 //!

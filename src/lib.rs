@@ -20,12 +20,14 @@ pub mod progress;
 pub mod project;
 pub mod registry;
 pub mod remote;
+pub mod repair;
 pub mod rotate;
 pub mod snapshot;
 pub mod statcache;
 pub mod status;
 pub mod store;
 pub mod treasure;
+pub mod verify;
 pub mod walk;
 
 pub use error::Error;

@@ -210,7 +210,7 @@ pub fn check_component(name: &BStr, parent: &BStr) -> Result<()> {
         || name == ".."
         || name.contains(&b'/')
         || name.contains(&0)
-        || name.eq_ignore_ascii_case(b".git");
+        || is_dotgit_lookalike(name);
     if bad {
         bail!(
             "refusing unsafe name {:?} under '{}' in the shadow repository (corrupt or hostile snapshot)",
@@ -219,6 +219,30 @@ pub fn check_component(name: &BStr, parent: &BStr) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Is `name` `.git`, or a name some filesystem reads as `.git`: any letter case, the NTFS
+/// 8.3 short name (`git~1`), trailing dots or spaces and alternate data streams (`.git.`,
+/// `.git::$INDEX_ALLOCATION`), HFS+'s ignorable code points (`.g\u{200c}it`)? git refuses
+/// all of them (`core.protectNTFS`, `core.protectHFS`); so does mirror, in both directions.
+pub fn is_dotgit_lookalike(name: &[u8]) -> bool {
+    // Cheap pre-check first: the walk asks this for every name.
+    let maybe = name.len() >= 4
+        && name.iter().any(|b| b | 0x20 == b'g')
+        && name.iter().any(|b| b | 0x20 == b't');
+    maybe
+        && matches!(
+            gix::validate::path::component(
+                name.as_bstr(),
+                None,
+                gix::validate::path::component::Options {
+                    protect_windows: false,
+                    protect_hfs: true,
+                    protect_ntfs: true,
+                },
+            ),
+            Err(gix::validate::path::component::Error::DotGitDir)
+        )
 }
 
 /// Does `path` equal `scope` or lie below it? An empty scope covers everything.
@@ -360,6 +384,30 @@ mod tests {
         for bad in ["..", ".", "", ".GIT", "a/b"] {
             assert!(check_component(bad.into(), "".into()).is_err(), "{bad}");
         }
-        assert!(check_component("git~1".into(), "".into()).is_ok());
+        for lookalike in [
+            &b".git"[..],
+            b".GIT",
+            b".Git",
+            b"git~1",
+            b"GIT~1",
+            b".git.",
+            b".git ",
+            b".git::$INDEX_ALLOCATION",
+            ".g\u{200c}it".as_bytes(),
+            ".gI\u{200c}T".as_bytes(),
+        ] {
+            assert!(is_dotgit_lookalike(lookalike), "{:?}", lookalike.as_bstr());
+            assert!(check_component(lookalike.into(), "".into()).is_err());
+        }
+        for fine in [
+            &b".gitignore"[..],
+            b"git",
+            b".github",
+            b"digit",
+            b"git~2x",
+            b"target",
+        ] {
+            assert!(!is_dotgit_lookalike(fine), "{:?}", fine.as_bstr());
+        }
     }
 }

@@ -15,9 +15,19 @@ use crate::error::Error;
 
 pub struct ShadowLock {
     // Held for its Drop: closing the file releases the flock.
-    _file: File,
+    file: File,
     /// Ref lock files left behind by a mirror process that died mid-update, removed now.
     pub removed_stale: Vec<std::path::PathBuf>,
+    /// The holder named in the lock file when we took it: a holder that ended normally
+    /// empties the file, so a name left there is a process that was killed.
+    pub previous_holder_gone: Option<String>,
+}
+
+impl Drop for ShadowLock {
+    fn drop(&mut self) {
+        // Still locked here: say nobody holds it, then closing the file releases the flock.
+        let _ = self.file.set_len(0);
+    }
 }
 
 /// How long to wait for another mirror process: `MIRROR_LOCK_TIMEOUT` seconds, default 60.
@@ -95,12 +105,18 @@ fn acquire_file(shadow: &Path, name: &str, operation: &str) -> Result<ShadowLock
         crate::host::hostname(),
         chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
     );
+    let mut previous = String::new();
+    file.seek(SeekFrom::Start(0))?;
+    // Not UTF-8 or unreadable: treated as no name (the lock itself is what counts).
+    let _ = file.read_to_string(&mut previous);
     file.set_len(0)?;
     file.seek(SeekFrom::Start(0))?;
     file.write_all(who.as_bytes())?;
+    let previous = previous.trim();
     Ok(ShadowLock {
-        _file: file,
+        file,
         removed_stale: Vec::new(),
+        previous_holder_gone: (!previous.is_empty()).then(|| previous.to_owned()),
     })
 }
 

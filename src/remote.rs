@@ -365,16 +365,34 @@ fn create_bare(path: &Path, first_tier: &str) -> Result<()> {
 
 /// Fetch `remote`'s mirror refs into `refs/remotes/<name>/...` of the shadow.
 pub fn fetch(shadow: &Shadow, remote: &Remote, root: &Path) -> Result<()> {
+    fetch_refs(shadow, remote, root, false)
+}
+
+/// [`fetch`], but every object again, whatever the shadow believes it has (`--refetch`):
+/// how `mirror repair` replaces missing and corrupt objects.
+pub fn fetch_all_objects(shadow: &Shadow, remote: &Remote, root: &Path) -> Result<()> {
+    fetch_refs(shadow, remote, root, true)
+}
+
+fn fetch_refs(shadow: &Shadow, remote: &Remote, root: &Path, refetch: bool) -> Result<()> {
     let location = Location::parse(&remote.url, root);
     let name = &remote.name;
     let mut args = vec![
         git_dir_arg(shadow),
+        // No automatic gc or maintenance: it could repack a shadow that is being repaired.
+        "-c".into(),
+        "gc.auto=0".into(),
+        "-c".into(),
+        "maintenance.auto=false".into(),
         "fetch".into(),
         "--no-tags".into(),
         "--no-write-fetch-head".into(),
         "--prune".into(),
-        location.git_url(),
     ];
+    if refetch {
+        args.push("--refetch".into());
+    }
+    args.push(location.git_url());
     for pattern in PUSHED_PATTERNS {
         // refs/heads/tiers/ -> refs/remotes/<name>/heads/tiers/
         let inner = pattern.trim_start_matches("refs/");
@@ -515,6 +533,11 @@ fn steps_back(shadow: &Shadow, from: ObjectId, ancestor: Option<ObjectId>) -> Op
         None => Some(chain.len() as u64),
         Some(a) => chain.iter().position(|id| *id == a).map(|p| p as u64),
     }
+}
+
+/// Is `ancestor` on the first-parent chain of `descendant` (or the same commit)?
+pub fn is_ancestor(shadow: &Shadow, ancestor: ObjectId, descendant: ObjectId) -> bool {
+    steps_back(shadow, descendant, Some(ancestor)).is_some()
 }
 
 /// The first-parent chain of a commit, newest first.

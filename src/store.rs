@@ -435,6 +435,13 @@ impl Shadow {
                     format!("blob {hex} is missing from {}", self.path.display())
                 })?;
                 let data = blob.detach().data;
+                // Rebuilt from its delta base in memory: checked here, as the streaming
+                // readers check theirs.
+                let actual =
+                    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)?;
+                if actual.as_ref() != oid {
+                    bail!("object {oid} is corrupt (content hashes to {actual})");
+                }
                 Ok((data.len() as u64, Box::new(io::Cursor::new(data))))
             }
             Err(err) => Err(err).with_context(|| format!("could not open {}", loose.display())),

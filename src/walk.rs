@@ -109,14 +109,15 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
         excludes: filters.excludes.clone(),
         pruned: filters.pruned.clone(),
     };
-    // `.GIT`, `.Git`...: on Linux these are ordinary names, but git refuses them and on a
-    // case-insensitive filesystem they *are* `.git`; never recorded, always reported.
+    // `.GIT`, `git~1`, `.git.`...: on Linux these are ordinary names, but git refuses them
+    // and on a case-insensitive, NTFS or HFS+ filesystem they *are* `.git`; never recorded
+    // (checkout would refuse them), always reported.
     let dotgit_variants = std::sync::Arc::new(std::sync::Mutex::new(Vec::<PathBuf>::new()));
     let seen = dotgit_variants.clone();
     builder.filter_entry(move |entry| {
         let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
         let name = entry.file_name().as_bytes();
-        if name != b".git" && name.eq_ignore_ascii_case(b".git") {
+        if name != b".git" && crate::listing::is_dotgit_lookalike(name) {
             if let Ok(mut v) = seen.lock() {
                 v.push(entry.path().to_owned());
             }
@@ -148,7 +149,8 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
     {
         out.skipped.push(Notice {
             path: rel_path(tier_root, &path).to_string(),
-            reason: "a case variant of `.git` (git refuses such names), skipped".into(),
+            reason: "a name some filesystems read as `.git` (git refuses such names), skipped"
+                .into(),
         });
     }
     for part in rx {

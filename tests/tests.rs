@@ -11,8 +11,12 @@ mod checkout;
 mod cli;
 #[path = "suite/clone.rs"]
 mod clone;
+#[path = "suite/crash.rs"]
+mod crash;
 #[path = "suite/hooks.rs"]
 mod hooks;
+#[path = "suite/hostile.rs"]
+mod hostile;
 #[path = "suite/keys.rs"]
 mod keys;
 #[path = "suite/remotes.rs"]
@@ -23,3 +27,5 @@ mod safety;
 mod snapshot;
 #[path = "suite/treasure.rs"]
 mod treasure;
+#[path = "suite/verify.rs"]
+mod verify;

@@ -15,10 +15,12 @@ mod output;
 mod progress;
 mod push;
 mod remote;
+mod repair;
 mod restore;
 mod snapshot;
 mod status;
 mod tag;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +70,8 @@ enum Command {
     Push(push::Args),
     Fetch(fetch::Args),
     Clone(clone::Args),
+    Verify(verify::Args),
+    Repair(repair::Args),
 }
 
 impl Command {
@@ -90,6 +94,8 @@ impl Command {
             Command::Push(_) => "push",
             Command::Fetch(_) => "fetch",
             Command::Clone(_) => "clone",
+            Command::Verify(_) => "verify",
+            Command::Repair(_) => "repair",
         }
     }
 }
@@ -159,6 +165,12 @@ impl Context {
 }
 
 pub fn main() -> ExitCode {
+    // A file-size limit (RLIMIT_FSIZE) must make a write fail with EFBIG, reported like any
+    // full disk, not kill mirror halfway through with SIGXFSZ.
+    // SAFETY: setting a signal's disposition to SIG_IGN before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     let cwd = match resolve_dir(cli.dir) {
         Ok(d) => d,
@@ -197,6 +209,8 @@ pub fn main() -> ExitCode {
         Command::Push(args) => push::run(&ctx, args),
         Command::Fetch(args) => fetch::run(&ctx, args),
         Command::Clone(args) => clone::run(&ctx, args),
+        Command::Verify(args) => verify::run(&ctx, args),
+        Command::Repair(args) => repair::run(&ctx, args),
     };
     let code = match &result {
         Ok(exit) => ExitCode::from(*exit as u8),
@@ -359,6 +373,11 @@ pub fn lock_shadow(
     operation: &str,
 ) -> anyhow::Result<mirror::lock::ShadowLock> {
     let lock = mirror::lock::acquire(&shadow.path, operation)?;
+    if let Some(holder) = &lock.previous_holder_gone {
+        eprintln!(
+            "note: took over the shadow lock; its last holder ({holder}) is gone without releasing it (killed?)"
+        );
+    }
     for path in &lock.removed_stale {
         eprintln!(
             "note: removed {}, left by a mirror process that was interrupted while updating it",

@@ -300,7 +300,7 @@ fn build_rich_tier(env: &Env, tier: &str) {
         "not utf-8 name\n",
     );
     write(&t.join("names/new\nline"), "newline in name\n");
-    write(&t.join("names/git~1"), "short name\n");
+    write(&t.join("names/git~2"), "short name\n");
     write(&t.join("names/ spaces and\ttab "), "ws\n");
     // Modes.
     for p in [
@@ -309,7 +309,7 @@ fn build_rich_tier(env: &Env, tier: &str) {
         "src/main.rs",
         ".env",
         "empty.txt",
-        "names/git~1",
+        "names/git~2",
     ] {
         chmod(&t.join(p), 0o644);
     }

@@ -125,7 +125,9 @@ fn a_restored_symlink_cannot_redirect_another_tiers_writes() {
 fn dotgit_case_variants_are_skipped_loudly_and_odd_names_keep_fsck_clean() {
     let env = Env::new();
     env.write("t/.GIT", "not a repository\n");
-    env.write("t/git~1", "a legitimate Linux name\n");
+    // `git~1` is `.git` on NTFS (8.3 short name): skipped like `.GIT` (issue 8).
+    env.write("t/git~1", "the NTFS short name of .git\n");
+    env.write("t/git~2", "an ordinary name\n");
     env.write("t/real", "r\n");
     std::os::unix::fs::symlink("real", env.path("t/.gitmodules")).unwrap();
     std::os::unix::fs::symlink("real", env.path("t/.gitattributes")).unwrap();
@@ -133,8 +135,8 @@ fn dotgit_case_variants_are_skipped_loudly_and_odd_names_keep_fsck_clean() {
     let out = env.mirror(&["snapshot"]);
     assert_exit(&out, 0, "snapshot");
     assert!(
-        stderr(&out).contains(".GIT"),
-        "the skipped .GIT is named: {}",
+        stderr(&out).contains(".GIT") && stderr(&out).contains("git~1"),
+        "the skipped .GIT and git~1 are named: {}",
         stderr(&out)
     );
     fsck_clean(&env);
@@ -142,9 +144,14 @@ fn dotgit_case_variants_are_skipped_loudly_and_odd_names_keep_fsck_clean() {
     std::fs::remove_dir_all(env.shadow.join("mirror/cache")).unwrap();
     env.ok(&["snapshot"]);
     env.ok(&["status"]);
-    std::fs::remove_file(env.path("t/git~1")).unwrap();
+    std::fs::remove_file(env.path("t/git~2")).unwrap();
     env.ok(&["checkout", "latest"]);
-    assert_eq!(env.read("t/git~1"), b"a legitimate Linux name\n");
+    assert_eq!(env.read("t/git~2"), b"an ordinary name\n");
+    assert_eq!(
+        env.read("t/git~1"),
+        b"the NTFS short name of .git\n",
+        "a skipped name is left alone by checkout"
+    );
 }
 
 #[test]
