@@ -522,14 +522,8 @@ fn decrypt_check(
             let Some(meta) = crate::meta::read_note(shadow, commit)? else {
                 continue;
             };
-            let Ok(tree) = shadow
-                .repo
-                .find_commit(commit)
-                .and_then(|c| Ok(c.tree_id()?))
-            else {
-                continue;
-            };
-            let Ok(listing) = crate::listing::read_tree(shadow, tree.detach()) else {
+            // An unreadable commit or tree is already a problem of the object check above.
+            let Ok(listing) = crate::status::commit_listing(shadow, commit) else {
                 continue;
             };
             for (path, item) in &listing {
