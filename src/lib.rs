@@ -30,4 +30,7 @@ pub mod treasure;
 pub mod verify;
 pub mod walk;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use error::Error;
