@@ -367,7 +367,7 @@ fn select(
             for tier in tiers {
                 let found = match target {
                     Target::At(t) => history::at_time(shadow, &tier.name, *t)?,
-                    _ => shadow.tier_tip(&tier.name)?,
+                    _ => history::latest(shadow, &tier.name)?,
                 };
                 match found {
                     Some(commit) => out.push(Selection {

@@ -204,6 +204,25 @@ pub fn resolve(shadow: &Shadow, config: &Config, rev: &str) -> Result<Resolved> 
     })
 }
 
+/// What `checkout latest` restores: the newest snapshot that is not a `pre-checkout` safety
+/// copy. A checkout records the state it replaces as the new tip (for undo); `latest` must
+/// still mean the state that was being restored, so running the same checkout again (after
+/// an interruption, or by habit) completes it instead of undoing it.
+pub fn latest(shadow: &Shadow, tier: &str) -> Result<Option<ObjectId>> {
+    let tip = shadow.tier_tip(tier)?;
+    let mut next = tip;
+    while let Some(id) = next {
+        let commit = shadow.repo.find_commit(id)?;
+        let message = commit.message_raw_sloppy().to_str_lossy().into_owned();
+        if trailer(&message, "Mirror-Trigger") != Some("pre-checkout") {
+            return Ok(Some(id));
+        }
+        next = commit.parent_ids().next().map(|p| p.detach());
+    }
+    // Nothing but safety copies: the newest of them is all there is.
+    Ok(tip)
+}
+
 /// The newest snapshot of `tier` at or before `at` (seconds since the epoch).
 pub fn at_time(shadow: &Shadow, tier: &str, at: i64) -> Result<Option<ObjectId>> {
     let mut next = shadow.tier_tip(tier)?;

@@ -1386,3 +1386,28 @@ fn planted_symlink_in_place_of_a_directory_is_not_followed() {
     );
     assert_eq!(tree_of(&env, "tier-0"), recorded);
 }
+
+/// `checkout latest` records what it replaces as a `pre-checkout` snapshot, which becomes the
+/// tip; running the same command again (by habit, or to finish an interrupted run) must
+/// restore the same snapshot, not the safety copy.
+#[test]
+fn checkout_latest_twice_restores_the_same_snapshot_not_the_safety_copy() {
+    let env = Env::new();
+    env.write("tier-0/a.txt", "a\n");
+    env.write("tier-0/b.txt", "b\n");
+    env.init(&["t=tier-0"]);
+    env.ok(&["snapshot"]);
+    let recorded = env.shadow_git(&["rev-parse", "refs/heads/tiers/t"]);
+    let recorded = stdout(&recorded).trim().to_owned();
+    std::fs::remove_file(env.path("tier-0/a.txt")).unwrap();
+    env.ok(&["checkout", "latest"]);
+    assert_eq!(env.read("tier-0/a.txt"), b"a\n");
+    let out = env.ok(&["checkout", "latest"]);
+    assert!(
+        out.contains(&recorded[..7]),
+        "the second run restores {} again: {out}",
+        &recorded[..7]
+    );
+    assert_eq!(env.read("tier-0/a.txt"), b"a\n", "not undone by the rerun");
+    assert_eq!(env.read("tier-0/b.txt"), b"b\n");
+}
