@@ -195,7 +195,7 @@ pub fn checkout(
             }
             if let Err(err) = can_decrypt(project, shadow, &item.oid) {
                 if refused.is_empty() {
-                    refused.push(format!("{err:#}"));
+                    refused.push(err);
                 }
                 cannot.insert(path.clone());
             }
@@ -510,11 +510,21 @@ fn sniff_encrypted(
     Ok(out)
 }
 
-/// Can the identity open the age file in blob `oid`? Only the header is read.
-fn can_decrypt(project: &Project, shadow: &Shadow, oid: &ObjectId) -> Result<()> {
-    let (_, blob) = shadow.open_blob(oid)?;
-    project.keys.decrypt(crate::crypt::buffered(blob))?;
-    Ok(())
+/// Can the identity open the age file in blob `oid`? Only the header is read. A blob that
+/// is missing or damaged is not a key problem: it is left to fail alone when it is written
+/// (named, exit 3), and everything else is restored.
+fn can_decrypt(
+    project: &Project,
+    shadow: &Shadow,
+    oid: &ObjectId,
+) -> std::result::Result<(), String> {
+    let Ok((_, blob)) = shadow.open_blob(oid) else {
+        return Ok(());
+    };
+    match project.keys.open(crate::crypt::buffered(blob)) {
+        Ok(_) | Err(crate::crypt::DecryptFailure::Content(_)) => Ok(()),
+        Err(crate::crypt::DecryptFailure::Identity(why)) => Err(why),
+    }
 }
 
 struct Plan<'a> {

@@ -215,22 +215,44 @@ impl Keys {
 
     /// Decrypt an age stream with these identities.
     pub fn decrypt<R: BufRead>(&self, ciphertext: R) -> Result<impl Read> {
-        let identities = self.identities()?;
+        self.open(ciphertext).map_err(|e| match e {
+            DecryptFailure::Identity(m) | DecryptFailure::Content(m) => anyhow::anyhow!(m),
+        })
+    }
+
+    /// [`Keys::decrypt`], telling a key problem (no identity, a wrong one) from a damaged
+    /// file: only the first can be fixed by giving another identity.
+    pub fn open<R: BufRead>(
+        &self,
+        ciphertext: R,
+    ) -> std::result::Result<impl Read, DecryptFailure> {
+        let identities = self
+            .identities()
+            .map_err(|e| DecryptFailure::Identity(format!("{e:#}")))?;
         let decryptor = age::Decryptor::new_buffered(ciphertext)
-            .map_err(|e| anyhow::anyhow!("not a valid age file: {e}"))?;
+            .map_err(|e| DecryptFailure::Content(format!("not a valid age file: {e}")))?;
         decryptor
             .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
             .map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys => anyhow::anyhow!(
+                age::DecryptError::NoMatchingKeys => DecryptFailure::Identity(format!(
                     "the identity {} cannot decrypt it (it was encrypted to other recipients)",
                     self.source
                         .as_ref()
                         .map(|s| s.path.display().to_string())
                         .unwrap_or_default()
-                ),
-                other => anyhow::anyhow!("could not decrypt: {other}"),
+                )),
+                other => DecryptFailure::Content(format!("could not decrypt: {other}")),
             })
     }
+}
+
+/// Why an age file could not be opened.
+#[derive(Debug)]
+pub enum DecryptFailure {
+    /// No usable identity, or not one of the file's recipients.
+    Identity(String),
+    /// The file itself is damaged.
+    Content(String),
 }
 
 fn is_age_file(data: &[u8]) -> bool {

@@ -567,7 +567,22 @@ fn worktree_check(
 ) -> Result<()> {
     for status in crate::status::status(project, shadow, tiers)? {
         let Some(last) = &status.last else { continue };
+        let tier_path = project
+            .config
+            .tiers
+            .iter()
+            .find(|t| t.name == status.tier)
+            .map(|t| t.path.clone())
+            .unwrap_or_else(|| ".".into());
         for path in &status.critical_missing {
+            // Status speaks in project paths; problems in tier paths, like every other kind.
+            let in_tier = match tier_path.as_str() {
+                "." => path.clone(),
+                dir => path
+                    .strip_prefix(&format!("{dir}/"))
+                    .unwrap_or(path)
+                    .to_owned(),
+            };
             report.problems.push(Problem {
                 kind: ProblemKind::Worktree,
                 object: None,
@@ -578,7 +593,7 @@ fn worktree_check(
                 affected: vec![Affected {
                     tier: status.tier.clone(),
                     snapshot: last.id,
-                    path: Some(path.clone()),
+                    path: Some(in_tier),
                 }],
             });
         }
