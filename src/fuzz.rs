@@ -93,6 +93,12 @@ proptest! {
     }
 
     #[test]
+    fn metadata_records_with_any_numbers_never_panic(secs in any::<i64>(), nanos in any::<i64>(), size in any::<i64>()) {
+        let note = format!("mirror-meta 1\0m {secs} {nanos} f\0e {size} f\0p 777 f\0");
+        let _ = crate::meta::decode(note.as_bytes());
+    }
+
+    #[test]
     fn stat_cache_decoder_never_panics(data in prop::collection::vec(any::<u8>(), 0..400)) {
         let _ = crate::statcache::decode_for_fuzzing(&data);
     }

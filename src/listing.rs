@@ -155,8 +155,18 @@ fn read_dir(
     let decoded = tree_obj
         .decode()
         .with_context(|| format!("tree {tree} is corrupt"))?;
+    let mut names = std::collections::HashSet::new();
     for entry in &decoded.entries {
         check_component(entry.filename, prefix.as_bstr())?;
+        // Two entries of one name (say a link `d` and a directory `d/`) can only come from a
+        // damaged or crafted tree; which one wins would be an accident.
+        if !names.insert(entry.filename) {
+            bail!(
+                "refusing tree {tree}: two entries named {:?} under '{}' (corrupt or hostile snapshot)",
+                entry.filename,
+                prefix
+            );
+        }
         let base_len = prefix.len();
         if !prefix.is_empty() {
             prefix.push(b'/');

@@ -89,12 +89,19 @@ pub fn decode(data: &[u8]) -> Result<Mtimes> {
             Some(b"m") => {
                 let mut parts = record.splitn(4, |b| *b == b' ').skip(1);
                 let (secs, nanos, path) = (parse(parts.next()), parse(parts.next()), parts.next());
-                match (secs, nanos, path) {
-                    (Some(s), Some(n), Some(p)) => {
+                // Out of range (a damaged or crafted note) is malformed, never an overflow.
+                let ns = match (secs, nanos) {
+                    (Some(s), Some(n)) if (0..1_000_000_000).contains(&n) => {
+                        s.checked_mul(1_000_000_000).and_then(|x| x.checked_add(n))
+                    }
+                    _ => None,
+                };
+                match (ns, path) {
+                    (Some(ns), Some(p)) => {
                         mtimes.insert(
                             p.into(),
                             FileMeta {
-                                mtime_ns: s * 1_000_000_000 + n,
+                                mtime_ns: ns,
                                 perm: None,
                                 encrypted: None,
                             },

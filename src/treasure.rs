@@ -75,6 +75,9 @@ impl Treasures {
         if self.matcher.is_empty() || path.is_empty() {
             return false;
         }
+        // Paths are relative; a leading `/` can only come from a crafted tree, and the matcher
+        // would panic on it (found by the property tests).
+        let path = trim_root(path);
         self.matcher
             .matched_path_or_any_parents(Path::new(OsStr::from_bytes(path)), false)
             .is_ignore()
@@ -142,10 +145,16 @@ impl TreasureWalker<'_> {
 
 impl Treasures {
     fn is_dir_treasure(&self, dir: &[u8]) -> bool {
+        let dir = trim_root(dir);
         self.matcher
             .matched_path_or_any_parents(Path::new(OsStr::from_bytes(dir)), true)
             .is_ignore()
     }
+}
+
+fn trim_root(path: &[u8]) -> &[u8] {
+    let start = path.iter().position(|b| *b != b'/').unwrap_or(path.len());
+    &path[start..]
 }
 
 /// `rel` inside the tier at `tier_path`, relative to the project root.
