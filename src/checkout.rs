@@ -258,6 +258,28 @@ pub fn checkout(
                         list.join("\n  ")
                     );
                 }
+                // A killed checkout's temporary files: partial copies of recorded content
+                // (possibly of a decrypted treasure), never the user's. This checkout
+                // finishes that one's work, so they go.
+                let tier_config = project
+                    .config
+                    .select_tiers(std::slice::from_ref(&tier))?
+                    .remove(0);
+                if let Some(root) = project.tier_dir_under(&project.root, &tier_config, false)? {
+                    for rel in &pre.leftovers {
+                        let path = root.join(OsStr::from_bytes(rel));
+                        match std::fs::remove_file(&path) {
+                            Ok(()) => report.warnings.push(format!(
+                                "removed {}, left by an interrupted checkout",
+                                path.display()
+                            )),
+                            Err(e) => report.warnings.push(format!(
+                                "could not remove {}, left by an interrupted checkout: {e}",
+                                path.display()
+                            )),
+                        }
+                    }
+                }
                 report.pre.push(pre);
             }
             if project.config_from_shadow && !project.config_path().exists() {

@@ -61,6 +61,8 @@ pub struct Scan {
     pub warnings: Vec<String>,
     /// The treasure patterns' fingerprint, saved with the stat cache.
     pub treasures: u64,
+    /// Temporary files of a killed checkout (tier-relative), for the next checkout to remove.
+    pub leftovers: Vec<BString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -87,6 +89,8 @@ pub struct TierReport {
     /// Treasure files recorded (encrypted).
     pub critical: u64,
     pub warnings: Vec<String>,
+    /// Temporary files of a killed checkout found in the tier (tier-relative).
+    pub leftovers: Vec<BString>,
     /// What is on disk now (as scanned), for checkout to plan against.
     pub listing: Listing,
     pub mtimes: Mtimes,
@@ -231,6 +235,7 @@ pub fn scan(
         bytes: 0,
         unreadable: Vec::new(),
         skipped: walked.skipped,
+        leftovers: walked.leftovers,
         scan_start_ns,
         all_cached: true,
         warnings: Vec::new(),
@@ -562,6 +567,7 @@ fn snapshot_tier(
         mass_delete: None,
         critical: 0,
         warnings: Vec::new(),
+        leftovers: Vec::new(),
         listing: Listing::new(),
         mtimes: Mtimes::new(),
     };
@@ -585,6 +591,7 @@ fn snapshot_tier(
                 all_cached: false,
                 warnings: Vec::new(),
                 treasures: 0,
+                leftovers: Vec::new(),
             },
         },
     };
@@ -611,6 +618,7 @@ fn snapshot_tier(
                 mass_delete: None,
                 critical: critical_count(&scan.mtimes),
                 warnings: scan.warnings,
+                leftovers: scan.leftovers,
                 listing: scan.listing,
                 mtimes: scan.mtimes,
             });
@@ -644,6 +652,7 @@ fn snapshot_tier(
         mass_delete,
         critical: critical_count(&scan.mtimes),
         warnings: scan.warnings.clone(),
+        leftovers: scan.leftovers.clone(),
         listing: Listing::new(),
         mtimes: Mtimes::new(),
     };

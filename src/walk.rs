@@ -52,6 +52,14 @@ pub struct Walk {
     pub skipped: Vec<Notice>,
     /// Could not be read (permission denied, vanished): the snapshot becomes partial.
     pub unreadable: Vec<(BString, String)>,
+    /// Temporary files a killed `mirror checkout` left (also in `skipped`).
+    pub leftovers: Vec<BString>,
+}
+
+/// Is `name` one of checkout's own temporary files (`.mirror-tmp-` and 16 hex digits)?
+pub fn is_checkout_temp(name: &[u8]) -> bool {
+    name.strip_prefix(TEMP_PREFIX.as_bytes())
+        .is_some_and(|rest| rest.len() == 16 && rest.iter().all(u8::is_ascii_hexdigit))
 }
 
 /// What to leave out of every tier of a project.
@@ -157,6 +165,7 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
         out.files.extend(part.files);
         out.dirs.extend(part.dirs);
         out.skipped.extend(part.skipped);
+        out.leftovers.extend(part.leftovers);
         out.unreadable.extend(part.unreadable);
     }
     out.files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
@@ -239,6 +248,11 @@ impl Collector<'_> {
                 path: rel.to_string(),
                 reason: "leftover temporary file of an interrupted mirror checkout, skipped".into(),
             });
+            if is_checkout_temp(entry.file_name().as_bytes())
+                && entry.file_type().is_some_and(|t| t.is_file())
+            {
+                self.out.leftovers.push(rel.clone());
+            }
             return;
         }
         let abs = entry.into_path();
