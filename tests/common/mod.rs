@@ -346,3 +346,70 @@ pub fn age_decrypt_with(identity: &Path, cipher: &[u8]) -> Vec<u8> {
     );
     out.stdout
 }
+
+// Small helpers many test files use.
+
+pub fn tier_ref(tier: &str) -> String {
+    format!("refs/heads/tiers/{tier}")
+}
+
+pub fn tip(env: &Env, tier: &str) -> Option<String> {
+    let out = env.shadow_git(&["rev-parse", "--verify", "-q", &tier_ref(tier)]);
+    out.status.success().then(|| stdout(&out).trim().to_owned())
+}
+
+pub fn must_tip(env: &Env, tier: &str) -> String {
+    tip(env, tier).unwrap_or_else(|| panic!("tier {tier} has no commit"))
+}
+
+pub fn commit_count(env: &Env, tier: &str) -> usize {
+    match tip(env, tier) {
+        None => 0,
+        Some(_) => {
+            let out = env.shadow_git(&["rev-list", "--count", &tier_ref(tier)]);
+            assert_exit(&out, 0, "rev-list --count");
+            stdout(&out).trim().parse().unwrap()
+        }
+    }
+}
+
+pub fn set_mtime(path: &Path, secs: i64, nsec: i64) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nsec as _,
+    };
+    let times = [t, t];
+    // SAFETY: `c` is a valid NUL-terminated path and `times` holds two timespecs.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "utimensat {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+pub fn symlink(target: impl AsRef<OsStr>, link: &Path) {
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::os::unix::fs::symlink(target.as_ref(), link)
+        .unwrap_or_else(|e| panic!("symlink {}: {e}", link.display()));
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn mkdir(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+}

@@ -6,10 +6,9 @@
 use crate::common::*;
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -23,48 +22,6 @@ const AGE_ARMOR: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
 /// The tiers of every project here.
 const TIERS: &[&str] = &["code=tier-0", "data=tier-1"];
 const TIER_NAMES: &[&str] = &["code", "data"];
-
-/// Set the modification (and access) time of `path` without following a final symlink.
-fn set_mtime(path: &Path, secs: i64, nsec: i64) {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let t = libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: nsec as _,
-    };
-    let times = [t, t];
-    // SAFETY: `c` is a valid NUL-terminated path and `times` holds two timespecs.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "utimensat {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
-fn symlink(target: impl AsRef<OsStr>, link: &Path) {
-    if let Some(parent) = link.parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::os::unix::fs::symlink(target.as_ref(), link)
-        .unwrap_or_else(|e| panic!("symlink {}: {e}", link.display()));
-}
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn mkdir(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 test path")

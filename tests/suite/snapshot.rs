@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr};
 use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -17,31 +17,6 @@ const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn tier_ref(tier: &str) -> String {
-    format!("refs/heads/tiers/{tier}")
-}
-
-/// The tier's tip commit id, if the ref exists.
-fn tip(env: &Env, tier: &str) -> Option<String> {
-    let out = env.shadow_git(&["rev-parse", "--verify", "-q", &tier_ref(tier)]);
-    out.status.success().then(|| stdout(&out).trim().to_owned())
-}
-
-fn must_tip(env: &Env, tier: &str) -> String {
-    tip(env, tier).unwrap_or_else(|| panic!("tier {tier} has no commit"))
-}
-
-fn commit_count(env: &Env, tier: &str) -> usize {
-    match tip(env, tier) {
-        None => 0,
-        Some(_) => {
-            let out = env.shadow_git(&["rev-list", "--count", &tier_ref(tier)]);
-            assert_exit(&out, 0, "rev-list --count");
-            stdout(&out).trim().parse().unwrap()
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
@@ -208,10 +183,6 @@ fn git_commit_all(env: &Env, dir: &Path, msg: &str) {
         "-m",
         msg,
     ]);
-}
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// Run a command, failing the test (after killing it) if it takes longer than `secs`.

@@ -8,7 +8,6 @@ use crate::common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -23,24 +22,10 @@ const REFUSAL: &str = "treasures found but no encryption recipients; run `mirror
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-fn tier_ref(tier: &str) -> String {
-    format!("refs/heads/tiers/{tier}")
-}
-
 fn shadow_git_ok(env: &Env, args: &[&str]) -> String {
     let out = env.shadow_git(args);
     assert_exit(&out, 0, &format!("git --git-dir=SHADOW {}", args.join(" ")));
     stdout(&out).trim().to_owned()
-}
-
-/// The tier's tip commit id, if the ref exists.
-fn tip(env: &Env, tier: &str) -> Option<String> {
-    let out = env.shadow_git(&["rev-parse", "--verify", "-q", &tier_ref(tier)]);
-    out.status.success().then(|| stdout(&out).trim().to_owned())
-}
-
-fn must_tip(env: &Env, tier: &str) -> String {
-    tip(env, tier).unwrap_or_else(|| panic!("tier {tier} has no commit"))
 }
 
 fn commit_count(env: &Env, tier: &str) -> usize {
@@ -260,10 +245,6 @@ fn string_set(v: &serde_json::Value, what: &str) -> BTreeSet<String> {
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
-}
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// A deterministic, incompressible-looking generator (xorshift64*).
