@@ -102,6 +102,15 @@ fn fill(url: &str, root: &Path, shadow: Shadow) -> Result<Cloned> {
     let text = config::replace_top_level_block(&text, "shadow", &format!("shadow: {shadow_yaml}"));
     let config_path = root.join(CONFIG_FILE);
     let config = Config::parse(&text, &config_path)?;
+    // The text edit must have produced exactly the new shadow (a crafted file could hide a
+    // `shadow:` line inside a multi-line string).
+    if config.shadow != shadow_abs {
+        bail!(
+            "the recorded mirror.yaml could not be rewritten safely (its `shadow:` is {} after the edit, not {}); nothing was restored",
+            config.shadow.display(),
+            shadow_abs.display()
+        );
+    }
     crate::store::point_head_at_tier(&shadow.repo, &config.tiers[0].name)?;
     crate::store::write_atomically(&config_path, text.as_bytes())?;
     crate::registry::register(root, &shadow_abs)?;

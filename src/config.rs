@@ -182,6 +182,13 @@ impl Config {
                     remote.name
                 )));
             }
+            // git would read `-...` as an option (`--upload-pack=<command>`): never a URL.
+            if remote.url.trim_start().starts_with('-') {
+                return Err(invalid(format!(
+                    "remote '{}': url '{}' starts with '-'; write a path as ./-name",
+                    remote.name, remote.url
+                )));
+            }
             if !remote_names.insert(remote.name.as_str()) {
                 return Err(invalid(format!(
                     "remote name '{}' is used twice",
@@ -280,8 +287,15 @@ pub fn write_remotes(project: &crate::project::Project, remotes: &[Remote]) -> a
         serde_norway::to_string(&Block { remotes }).context("could not write the remotes")?
     };
     let text = replace_top_level_block(&text, "remotes", &block);
-    // Validate exactly as a later load would before replacing the file.
-    Config::parse(&text, &path)?;
+    // Validate exactly as a later load would before replacing the file, and check the text
+    // edit did what was meant (a comment inside the old block could hide entries from it).
+    let written = Config::parse(&text, &path)?;
+    if written.remotes != remotes {
+        anyhow::bail!(
+            "could not rewrite the `remotes:` block of {} safely (comments or unusual layout inside it?); edit it by hand",
+            path.display()
+        );
+    }
     crate::store::write_atomically(&path, text.as_bytes())
 }
 

@@ -136,7 +136,10 @@ pub fn run_git(args: &[String], timeout: Duration) -> Result<GitOutput> {
         );
     }
     // No askpass program, and a stalled HTTP transfer is abandoned.
+    // No hooks of the user's (a global core.hooksPath pre-push hook) run on shadow pushes.
     cmd.args([
+        "-c",
+        "core.hooksPath=/dev/null",
         "-c",
         "core.askPass=",
         "-c",
@@ -148,8 +151,15 @@ pub fn run_git(args: &[String], timeout: Duration) -> Result<GitOutput> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Its own process group, so a timeout also ends the ssh it started.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // Its own session (so also its own process group): ssh cannot reach a terminal to ask for
+    // a password, and a timeout ends the ssh it started too.
+    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
@@ -159,15 +169,19 @@ pub fn run_git(args: &[String], timeout: Duration) -> Result<GitOutput> {
     };
     let mut out_pipe = child.stdout.take().context("git stdout")?;
     let mut err_pipe = child.stderr.take().context("git stderr")?;
-    let out_reader = std::thread::spawn(move || {
+    // Readers hand their output over a channel: a process git left behind (a detached hook
+    // child) may hold the pipes open for ever, and must not make mirror wait for it.
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut s = Vec::new();
         let _ = out_pipe.read_to_end(&mut s);
-        s
+        let _ = out_tx.send(s);
     });
-    let err_reader = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut s = Vec::new();
         let _ = err_pipe.read_to_end(&mut s);
-        s
+        let _ = err_tx.send(s);
     });
     let started = Instant::now();
     let status = loop {
@@ -184,8 +198,11 @@ pub fn run_git(args: &[String], timeout: Duration) -> Result<GitOutput> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    let grace = Duration::from_secs(2);
+    let stdout =
+        String::from_utf8_lossy(&out_rx.recv_timeout(grace).unwrap_or_default()).into_owned();
+    let stderr =
+        String::from_utf8_lossy(&err_rx.recv_timeout(grace).unwrap_or_default()).into_owned();
     match status {
         Some(status) => Ok(GitOutput {
             success: status.success(),
@@ -256,7 +273,7 @@ pub fn push(shadow: &Shadow, remote: &Remote, root: &Path, first_tier: &str) -> 
         created: false,
         error: None,
     };
-    match push_inner(shadow, remote, &location, first_tier, &mut report) {
+    match push_inner(shadow, remote, &location, first_tier, &mut report, root) {
         Ok(()) => {}
         Err(err) => {
             report.result = PushResult::Failed;
@@ -272,8 +289,19 @@ fn push_inner(
     location: &Location,
     first_tier: &str,
     report: &mut PushReport,
+    project_root: &Path,
 ) -> Result<()> {
     if let Location::Local(path) = location {
+        {
+            let root = project_root;
+            if crate::config::lexically_inside(root, path).is_some() {
+                bail!(
+                    "{} is inside the project {}: the backup would back itself up (and a checkout could roll it back); put it outside the project",
+                    path.display(),
+                    root.display()
+                );
+            }
+        }
         // A new directory, or an empty one (a freshly mounted, empty backup disk folder).
         let empty_dir = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
         if !path.exists() || empty_dir {
@@ -291,6 +319,7 @@ fn push_inner(
         "push".into(),
         "--porcelain".into(),
         "--atomic".into(),
+        "--".into(),
         location.git_url(),
     ];
     // Exact refs, never forced (no `+`): git refuses anything but a fast-forward.
@@ -354,7 +383,8 @@ fn push_inner(
     Ok(())
 }
 
-/// A new bare repository for a local remote, with HEAD on the first tier.
+/// A new bare repository for a local remote (parents included, as the issue asks), with
+/// HEAD on the first tier.
 fn create_bare(path: &Path, first_tier: &str) -> Result<()> {
     std::fs::create_dir_all(path)
         .with_context(|| format!("could not create the remote directory {}", path.display()))?;
@@ -392,6 +422,7 @@ fn fetch_refs(shadow: &Shadow, remote: &Remote, root: &Path, refetch: bool) -> R
     if refetch {
         args.push("--refetch".into());
     }
+    args.push("--".into());
     args.push(location.git_url());
     for pattern in PUSHED_PATTERNS {
         // refs/heads/tiers/ -> refs/remotes/<name>/heads/tiers/
@@ -406,14 +437,28 @@ fn fetch_refs(shadow: &Shadow, remote: &Remote, root: &Path, refetch: bool) -> R
 }
 
 /// The remote's refs right now (`git ls-remote`).
-pub fn ls_remote(remote: &Remote, root: &Path) -> Result<BTreeMap<String, ObjectId>> {
+pub fn ls_remote(
+    shadow: &Shadow,
+    remote: &Remote,
+    root: &Path,
+) -> Result<BTreeMap<String, ObjectId>> {
     let location = Location::parse(&remote.url, root);
     if let Location::Local(path) = &location {
         if !path.exists() {
             return Ok(BTreeMap::new());
         }
     }
-    let out = run_git(&["ls-remote".into(), location.git_url()], timeout())?;
+    // With the shadow as the repository: the project's own git repository (and its remote
+    // names) must not take part.
+    let out = run_git(
+        &[
+            git_dir_arg(shadow),
+            "ls-remote".into(),
+            "--".into(),
+            location.git_url(),
+        ],
+        timeout(),
+    )?;
     if !out.success {
         bail!("{}", out.reason());
     }
@@ -461,7 +506,7 @@ pub fn status(shadow: &Shadow, remote: &Remote, root: &Path) -> RemoteStatus {
         ahead: 0,
         error: None,
     };
-    let theirs = match ls_remote(remote, root) {
+    let theirs = match ls_remote(shadow, remote, root) {
         Ok(refs) => refs,
         Err(err) => {
             status.error = Some(format!("{err:#}"));

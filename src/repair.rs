@@ -63,6 +63,8 @@ pub fn repair(
         .join("quarantine")
         .join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string());
     let objects = shadow.path.join("objects");
+    // Loose copies first: with a damaged loose copy out of the way, a sound copy in a pack
+    // may already be what is read, and then no pack needs touching.
     for id in &bad {
         let hex = id.to_hex().to_string();
         let loose = objects.join(&hex[..2]).join(&hex[2..]);
@@ -71,8 +73,16 @@ pub fn repair(
                 .quarantined
                 .push(move_aside(&loose, &quarantine, &objects)?);
         }
+    }
+    let reopened = Shadow::open(&shadow.path)?;
+    let still_bad: BTreeSet<ObjectId> = bad
+        .iter()
+        .copied()
+        .filter(|id| !sound(&reopened, id))
+        .collect();
+    for id in &still_bad {
         for pack in packs_holding(&objects, id)? {
-            report.salvaged += salvage(shadow, &pack, &bad)?;
+            report.salvaged += salvage(&reopened, &pack, &still_bad)?;
             for ext in ["pack", "idx", "rev", "keep", "bitmap"] {
                 let file = pack.with_extension(ext);
                 if file.exists() {
@@ -92,8 +102,27 @@ pub fn repair(
     }
     // A fresh handle: packs were moved and written behind gix's back.
     let shadow = Shadow::open(&shadow.path)?;
-    report.after = verify::verify(project, &shadow, &full, progress)?;
+    report.after =
+        verify::verify(project, &shadow, &full, progress).unwrap_or_else(|err| verify::Report {
+            problems: vec![verify::Problem {
+                kind: ProblemKind::Ref,
+                object: None,
+                message: format!("the verification after the repair failed: {err:#}"),
+                affected: Vec::new(),
+            }],
+            ..Default::default()
+        });
     Ok(report)
+}
+
+/// Can `id` be read now, and does it hash to itself?
+fn sound(shadow: &Shadow, id: &ObjectId) -> bool {
+    let mut buf = Vec::new();
+    match gix::objs::Find::try_find(&shadow.repo.objects, id, &mut buf) {
+        Ok(Some(data)) => gix::objs::compute_hash(gix::hash::Kind::Sha1, data.kind, data.data)
+            .is_ok_and(|h| h == *id),
+        _ => false,
+    }
 }
 
 /// Move `file` (under `objects`) to the same relative place under `quarantine`.

@@ -115,6 +115,11 @@ struct Checker<'a> {
     good: HashSet<ObjectId>,
     /// Objects found missing or corrupt, with why.
     bad: HashMap<ObjectId, (ProblemKind, Kind, String)>,
+    /// Trees whose blobs have all been read too.
+    full_trees: HashSet<ObjectId>,
+    /// Sound objects found where another kind was expected: a problem of whatever points
+    /// at them, not of the objects.
+    mismatches: Vec<String>,
     objects: u64,
     bytes: u64,
 }
@@ -130,6 +135,19 @@ impl Checker<'_> {
 
     /// Read a non-blob object, check its hash and that it parses as `kind`.
     fn object(&mut self, id: ObjectId, kind: Kind) -> Option<Vec<u8>> {
+        let (actual, data) = self.any(id, kind)?;
+        if actual != kind {
+            self.mismatches
+                .push(format!("{id} is a {actual} where a {kind} was expected"));
+            return None;
+        }
+        Some(data)
+    }
+
+    /// Read any object, check its hash (as the kind it says it is) and that it parses.
+    /// `expected` only names what a missing object was supposed to be.
+    fn any(&mut self, id: ObjectId, expected: Kind) -> Option<(Kind, Vec<u8>)> {
+        let kind = expected;
         if self.is_bad(&id) {
             return None;
         }
@@ -154,11 +172,7 @@ impl Checker<'_> {
             }
         };
         self.bytes += data.data.len() as u64;
-        if data.kind != kind {
-            let msg = format!("is a {} where a {kind} was expected", data.kind);
-            self.fail(id, kind, ProblemKind::Corrupt, msg);
-            return None;
-        }
+        let kind = data.kind;
         let actual = gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data.data);
         if actual.ok() != Some(id) {
             self.fail(
@@ -186,7 +200,7 @@ impl Checker<'_> {
         }
         let out = data.data.to_vec();
         self.good.insert(id);
-        Some(out)
+        Some((kind, out))
     }
 
     /// Read a blob completely, streaming, and check its hash.
@@ -223,8 +237,16 @@ impl Checker<'_> {
 
     /// Check a tree and everything below it; blobs only when `blobs` is set.
     fn tree(&mut self, id: ObjectId, blobs: bool) {
-        if self.is_bad(&id) || (self.good.contains(&id) && !blobs) {
+        let done = if blobs {
+            self.full_trees.contains(&id)
+        } else {
+            self.good.contains(&id)
+        };
+        if self.is_bad(&id) || done {
             return;
+        }
+        if blobs {
+            self.full_trees.insert(id);
         }
         let Some(data) = self.object(id, Kind::Tree) else {
             return;
@@ -303,6 +325,8 @@ pub fn verify(
         progress,
         good: HashSet::new(),
         bad: HashMap::new(),
+        full_trees: HashSet::new(),
+        mismatches: Vec::new(),
         objects: 0,
         bytes: 0,
     };
@@ -343,11 +367,22 @@ pub fn verify(
                 checker.history(*id, true, options.full);
             }
         } else if name.starts_with("refs/tags/") {
-            // An annotated tag, then a milestone commit whose parents are tier snapshots.
-            if let Some(data) = checker.object(*id, Kind::Tag) {
-                if let Ok(tag) = gix::objs::TagRef::from_bytes(&data, SHA1) {
-                    checker.history(tag.target(), options.full, options.full);
+            // mirror's tags are annotated, on a milestone commit whose parents are tier
+            // snapshots; a lightweight tag a user made on a commit is fine too.
+            match checker.any(*id, Kind::Tag) {
+                Some((Kind::Tag, data)) => {
+                    if let Ok(tag) = gix::objs::TagRef::from_bytes(&data, SHA1) {
+                        checker.history(tag.target(), options.full, options.full);
+                    }
                 }
+                Some((Kind::Commit, _)) => checker.history(*id, options.full, options.full),
+                Some((other, _)) => report.problems.push(Problem {
+                    kind: ProblemKind::Ref,
+                    object: Some(*id),
+                    message: format!("{name} points at a {other}, not a tag or commit"),
+                    affected: Vec::new(),
+                }),
+                None => {}
             }
         } else {
             // The notes, the mirror.yaml history, the audit trail: small, read whole.
@@ -356,8 +391,20 @@ pub fn verify(
     }
     progress.end();
 
-    // 3. The audit chain.
-    let audit = crate::audit::verify(shadow)?;
+    for m in std::mem::take(&mut checker.mismatches) {
+        report.problems.push(Problem {
+            kind: ProblemKind::Ref,
+            object: None,
+            message: format!("wrong object type: {m}"),
+            affected: Vec::new(),
+        });
+    }
+
+    // 3. The audit chain (a broken one is a finding, not a reason to stop).
+    let audit = crate::audit::verify(shadow).unwrap_or_else(|err| crate::audit::Verification {
+        entries: 0,
+        problems: vec![format!("{err:#}")],
+    });
     for p in audit.problems {
         report.problems.push(Problem {
             kind: ProblemKind::Audit,
@@ -369,7 +416,14 @@ pub fn verify(
 
     // 4. What the bad objects take with them.
     if !checker.bad.is_empty() {
-        let affected = affected_by(shadow, &project.config.tier_names(), &checker.bad)?;
+        let tips: Vec<(String, ObjectId)> = refs
+            .iter()
+            .filter_map(|(name, id)| {
+                let tier = name.strip_prefix("refs/heads/tiers/")?;
+                Some((tier.to_owned(), (*id)?))
+            })
+            .collect();
+        let affected = affected_by(shadow, &tips, &checker.bad);
         let mut bad: Vec<(&ObjectId, &(ProblemKind, Kind, String))> = checker.bad.iter().collect();
         bad.sort_by_key(|(id, _)| **id);
         for (id, (kind, object_kind, why)) in bad {
@@ -418,16 +472,13 @@ fn describe(kind: ProblemKind, why: &str) -> String {
 /// pass over the distinct trees of the history.
 fn affected_by(
     shadow: &Shadow,
-    tiers: &[String],
+    tips: &[(String, ObjectId)],
     bad: &HashMap<ObjectId, (ProblemKind, Kind, String)>,
-) -> Result<HashMap<ObjectId, Vec<Affected>>> {
+) -> HashMap<ObjectId, Vec<Affected>> {
     let mut out: HashMap<ObjectId, Vec<Affected>> = HashMap::new();
     let mut memo: HashMap<ObjectId, Rc<Vec<(BString, ObjectId)>>> = HashMap::new();
-    for tier in tiers {
-        let Some(tip) = shadow.tier_tip(tier)? else {
-            continue;
-        };
-        let mut next = Some(tip);
+    for (tier, tip) in tips {
+        let mut next = Some(*tip);
         let mut seen = HashSet::new();
         while let Some(id) = next {
             if !seen.insert(id) {
@@ -463,7 +514,7 @@ fn affected_by(
             next = commit.parent_ids().next().map(|p| p.detach());
         }
     }
-    Ok(out)
+    out
 }
 
 /// (path relative to `tree`, bad object) for every bad entry below a sound tree.
@@ -614,7 +665,7 @@ fn remotes_check(
     report: &mut Report,
 ) {
     for remote in &project.config.remotes {
-        let theirs = match crate::remote::ls_remote(remote, &project.root) {
+        let theirs = match crate::remote::ls_remote(shadow, remote, &project.root) {
             Ok(t) => t,
             Err(err) => {
                 report.problems.push(Problem {

@@ -59,6 +59,19 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             cloned.shadow.display()
         );
     }
+    // The configuration came from the remote: say where this project will push its backups.
+    for r in &project.config.remotes {
+        eprintln!(
+            "note: mirror.yaml (from the backup) lists remote {} at {}{}",
+            r.name,
+            r.url,
+            if project.config.push.after_snapshot {
+                " — every snapshot will be pushed there (push: after_snapshot)"
+            } else {
+                ""
+            }
+        );
+    }
     let mut details = serde_json::json!({
         "url": args.url,
         "root": cloned.root,

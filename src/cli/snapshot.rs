@@ -168,9 +168,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     }
     ctx.audit_details(serde_json::to_value(&out)?);
     let recorded = out.iter().any(|t| t.outcome == Some(Outcome::Recorded));
-    if recorded && project.config.push.after_snapshot && !project.config.remotes.is_empty() {
-        auto_push(ctx, &project, &shadow, args.json)?;
-    }
     if let (Some(name), Exit::Ok | Exit::Partial) = (args.tag, exit) {
         let request = mirror::milestone::Request {
             name,
@@ -180,6 +177,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         let (tagged, tag_details) = super::tag::create(ctx, &project, &shadow, &request, &bar)?;
         ctx.audit_details(serde_json::json!({"snapshot": out, "tag": tag_details}));
         exit = exit.worst(tagged);
+    }
+    // After the tag, so the push carries it too; a push problem never fails the snapshot.
+    if recorded && project.config.push.after_snapshot && !project.config.remotes.is_empty() {
+        if let Err(err) = auto_push(ctx, &project, &shadow, args.json) {
+            eprintln!("error: automatic push: {err:#}");
+        }
     }
     Ok(exit)
 }

@@ -1135,3 +1135,44 @@ fn push_without_git_on_path_says_git_is_missing() {
     env.ok(&["push"]);
     assert_remote_got_everything(&env, &remote);
 }
+
+/// A remote URL that git would read as an option (`--upload-pack=<command>`) is refused when
+/// mirror.yaml is read: it can never reach git, whoever wrote the file (a clone writes it
+/// from the backup).
+#[test]
+fn a_url_starting_with_a_dash_is_refused_and_runs_nothing() {
+    let env = project();
+    let marker = env.root().join("PWNED");
+    let mut text = String::from_utf8(env.read("mirror.yaml")).unwrap();
+    text.push_str(&format!(
+        "remotes:\n- name: evil\n  url: '--upload-pack=touch {}'\n",
+        marker.display()
+    ));
+    env.write("mirror.yaml", &text);
+    for args in [
+        &["push"][..],
+        &["status"],
+        &["remote", "status"],
+        &["fetch"],
+    ] {
+        let out = env.mirror(args);
+        assert_exit(&out, 1, &format!("mirror {args:?} with a dash URL"));
+        assert!(stderr(&out).contains("starts with '-'"), "{}", stderr(&out));
+    }
+    assert!(!marker.exists(), "git ran the injected command");
+}
+
+/// A local remote inside the project would back itself up: refused, nothing created there.
+#[test]
+fn a_local_remote_inside_the_project_is_refused() {
+    let env = project();
+    add_remote(&env, "inside", "backup.git");
+    let out = env.mirror(&["push"]);
+    assert_exit(&out, 1, "push to a remote inside the project");
+    assert!(
+        stderr(&out).contains("inside the project"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.path("backup.git").exists());
+}

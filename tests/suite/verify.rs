@@ -1103,3 +1103,37 @@ fn repairing_a_damaged_pack_keeps_its_sound_objects_that_no_remote_has() {
         fx.keep_content.as_bytes()
     );
 }
+
+/// A lightweight tag a user made on a snapshot is not damage: verify stays clean, and so
+/// repair has nothing to move.
+#[test]
+fn a_lightweight_tag_on_a_snapshot_is_not_reported_as_corrupt() {
+    let fx = fixture();
+    let out = fx.env.shadow_git(&["tag", "lw", &fx.s2]);
+    assert_exit(&out, 0, "git tag lw");
+    let out = fx.env.mirror(&["verify", "--full"]);
+    assert_exit(&out, 0, "verify with a lightweight tag");
+    let out = fx.env.mirror(&["repair"]);
+    assert!(
+        !fx.env.shadow.join("mirror/quarantine").exists(),
+        "nothing may be quarantined: {}",
+        stderr(&out)
+    );
+}
+
+/// A tier's tip commit gone: reported with the JSON report and the affected tier, not an
+/// abort.
+#[test]
+fn a_missing_tip_commit_is_reported_not_fatal() {
+    let fx = fixture();
+    let loose = fx.env.shadow.join("objects").join(loose_rel(&fx.s2));
+    assert!(loose.exists(), "the tip commit is a loose object");
+    std::fs::remove_file(&loose).unwrap();
+    let out = fx.env.mirror(&["verify", "--json"]);
+    assert_exit(&out, 1, "verify with a missing tip commit");
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
+    let found = problems(&report)
+        .iter()
+        .any(|p| p["object"] == fx.s2.as_str() && p["kind"] == "missing");
+    assert!(found, "the missing tip is reported: {report}");
+}
