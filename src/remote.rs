@@ -129,7 +129,12 @@ pub fn run_git(args: &[String], timeout: Duration) -> Result<GitOutput> {
         .env_remove("SSH_ASKPASS")
         .env("SSH_ASKPASS_REQUIRE", "never")
         .env("GCM_INTERACTIVE", "never");
-    if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
+    // The user's own ssh command (environment or core.sshCommand) wins; it cannot prompt
+    // anyway, since git runs without a terminal (setsid below).
+    if std::env::var_os("GIT_SSH_COMMAND").is_none()
+        && std::env::var_os("GIT_SSH").is_none()
+        && !user_ssh_command_configured()
+    {
         cmd.env(
             "GIT_SSH_COMMAND",
             "ssh -o BatchMode=yes -o ConnectTimeout=15 -o ServerAliveInterval=15",
@@ -219,6 +224,19 @@ pub fn run_git(args: &[String], timeout: Duration) -> Result<GitOutput> {
             }
         ),
     }
+}
+
+/// Does the user's git configuration set `core.sshCommand`? Asked once per process.
+fn user_ssh_command_configured() -> bool {
+    static CONFIGURED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CONFIGURED.get_or_init(|| {
+        Command::new("git")
+            .args(["config", "--global", "--get", "core.sshCommand"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success() && !o.stdout.trim_ascii().is_empty())
+    })
 }
 
 fn git_dir_arg(shadow: &Shadow) -> String {
