@@ -379,7 +379,8 @@ fn push_inner(
             .filter(|r| !r.contains("atomic push failed"))
             .collect();
         report.error = Some(format!(
-            "remote {} has snapshots this repo lacks; run `mirror fetch {}` (nothing was pushed to it; rejected: {})",
+            "remote {} has snapshots this repo lacks; run `mirror fetch {}` to bring them in as refs/remotes/{}/ and `mirror remote status` to see how far the histories differ (nothing was pushed to it; mirror never overwrites a remote's snapshots; rejected: {})",
+            remote.name,
             remote.name,
             remote.name,
             own.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")

@@ -423,7 +423,10 @@ pub fn verify(
                 Some((tier.to_owned(), (*id)?))
             })
             .collect();
-        let affected = affected_by(shadow, &tips, &checker.bad);
+        let mut affected = affected_by(shadow, &tips, &checker.bad);
+        for (id, found) in notes_affected(shadow, &checker.bad) {
+            affected.entry(id).or_default().extend(found);
+        }
         let mut bad: Vec<(&ObjectId, &(ProblemKind, Kind, String))> = checker.bad.iter().collect();
         bad.sort_by_key(|(id, _)| **id);
         for (id, (kind, object_kind, why)) in bad {
@@ -513,6 +516,45 @@ fn affected_by(
             }
             next = commit.parent_ids().next().map(|p| p.detach());
         }
+    }
+    out
+}
+
+/// A damaged metadata note takes its snapshot's times, permissions and encryption records
+/// with it: name that snapshot (the note tree is flat, one entry per tier commit).
+fn notes_affected(
+    shadow: &Shadow,
+    bad: &HashMap<ObjectId, (ProblemKind, Kind, String)>,
+) -> HashMap<ObjectId, Vec<Affected>> {
+    let mut out: HashMap<ObjectId, Vec<Affected>> = HashMap::new();
+    let Ok(Some(notes)) = shadow.ref_target(crate::store::NOTES_REF) else {
+        return out;
+    };
+    let Ok(tree) = shadow.repo.find_commit(notes).and_then(|c| c.tree_id()) else {
+        return out;
+    };
+    let Ok(tree) = shadow.repo.find_tree(tree) else {
+        return out;
+    };
+    let Ok(decoded) = tree.decode() else {
+        return out;
+    };
+    for entry in &decoded.entries {
+        let blob = entry.oid.to_owned();
+        if !bad.contains_key(&blob) {
+            continue;
+        }
+        let Ok(commit) = ObjectId::from_hex(entry.filename) else {
+            continue;
+        };
+        let tier = history::decode(shadow, commit)
+            .map(|s| s.tier)
+            .unwrap_or_else(|_| "?".into());
+        out.entry(blob).or_default().push(Affected {
+            tier,
+            snapshot: commit,
+            path: Some("(metadata note: times, permissions, encryption records)".into()),
+        });
     }
     out
 }

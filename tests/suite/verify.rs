@@ -1137,3 +1137,27 @@ fn a_missing_tip_commit_is_reported_not_fatal() {
         .any(|p| p["object"] == fx.s2.as_str() && p["kind"] == "missing");
     assert!(found, "the missing tip is reported: {report}");
 }
+
+/// A damaged metadata note is reported with the snapshot it belongs to.
+#[test]
+fn a_damaged_note_names_its_snapshot() {
+    let fx = fixture();
+    let out = fx
+        .env
+        .shadow_git(&["notes", "--ref=mirror", "list", &fx.s2]);
+    assert_exit(&out, 0, "git notes list");
+    let note = stdout(&out).trim().to_owned();
+    let loose = fx.env.shadow.join("objects").join(loose_rel(&note));
+    assert!(loose.exists(), "the note blob is a loose object");
+    flip_content(&loose);
+    let out = fx.env.mirror(&["verify", "--json"]);
+    assert_exit(&out, 1, "verify with a damaged note");
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
+    let problem = problem_for(&report, &note);
+    let names_snapshot = problem["affected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["snapshot"] == fx.s2.as_str() && a["tier"] == "a");
+    assert!(names_snapshot, "the note's snapshot is named: {problem}");
+}
