@@ -157,16 +157,6 @@ impl Keys {
         }
     }
 
-    /// No identity at all (for code paths that never decrypt).
-    pub fn none() -> Keys {
-        Keys {
-            source: None,
-            prompt: None,
-            on_unlock: None,
-            loaded: OnceCell::new(),
-        }
-    }
-
     pub fn with_prompt(mut self, prompt: Box<PassphrasePrompt>) -> Keys {
         self.prompt = Some(prompt);
         self
@@ -454,13 +444,6 @@ impl<R: Read> Read for EncryptingReader<R> {
     }
 }
 
-/// Read a whole small input into memory through `reader`, for small treasure files.
-pub fn read_all(mut reader: impl Read, size_hint: u64) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(size_hint.min(16 << 20) as usize);
-    reader.read_to_end(&mut out)?;
-    Ok(out)
-}
-
 /// Compare two streams for equality without holding either whole.
 pub fn same_stream(mut a: impl Read, mut b: impl Read) -> io::Result<bool> {
     let mut x = vec![0u8; CHUNK as usize];
@@ -504,7 +487,9 @@ mod tests {
         let enc = Encryptor::new(vec![Box::new(identity.to_public())]);
         let plain: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
         let (total, reader) = enc.encrypting_reader(&plain[..], size as u64).unwrap();
-        let cipher = read_all(reader, total).unwrap();
+        let mut cipher = Vec::new();
+        let mut reader = reader;
+        reader.read_to_end(&mut cipher).unwrap();
         assert_eq!(cipher.len() as u64, total, "predicted length for {size}");
         assert!(cipher.starts_with(MAGIC));
         let keys = Keys {

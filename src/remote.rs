@@ -243,19 +243,26 @@ fn git_dir_arg(shadow: &Shadow) -> String {
     format!("--git-dir={}", shadow.path.display())
 }
 
-/// The refs a push sends: every ref of the shadow under [`PUSHED_PATTERNS`].
-pub fn pushed_refs(shadow: &Shadow) -> Result<BTreeMap<String, ObjectId>> {
-    let mut out = BTreeMap::new();
+/// Every ref the format defines (under [`PUSHED_PATTERNS`]), with its target; `None` for a
+/// ref that does not resolve to an object id (for `mirror verify` to report).
+pub fn mirror_refs(shadow: &Shadow) -> Result<Vec<(String, Option<ObjectId>)>> {
+    let mut out = Vec::new();
     for r in shadow.repo.references()?.all()? {
         let r = r.map_err(|e| anyhow::anyhow!("{e}"))?;
         let name = r.name().as_bstr().to_string();
         if PUSHED_PATTERNS.iter().any(|p| name.starts_with(p)) {
-            if let Some(id) = r.try_id() {
-                out.insert(name, id.detach());
-            }
+            out.push((name, r.try_id().map(|id| id.detach())));
         }
     }
     Ok(out)
+}
+
+/// The refs a push sends: every mirror ref that resolves.
+pub fn pushed_refs(shadow: &Shadow) -> Result<BTreeMap<String, ObjectId>> {
+    Ok(mirror_refs(shadow)?
+        .into_iter()
+        .filter_map(|(name, id)| Some((name, id?)))
+        .collect())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -92,22 +92,6 @@ fn ser_opt_oid<S: serde::Serializer>(
     }
 }
 
-/// The refs mirror defines (the ones `mirror push` sends).
-pub fn mirror_refs(shadow: &Shadow) -> Result<Vec<(String, Option<ObjectId>)>> {
-    let mut out = Vec::new();
-    for r in shadow.repo.references()?.all()? {
-        let r = r.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let name = r.name().as_bstr().to_string();
-        if crate::remote::PUSHED_PATTERNS
-            .iter()
-            .any(|p| name.starts_with(p))
-        {
-            out.push((name, r.try_id().map(|id| id.detach())));
-        }
-    }
-    Ok(out)
-}
-
 struct Checker<'a> {
     shadow: &'a Shadow,
     progress: &'a dyn Progress,
@@ -333,7 +317,7 @@ pub fn verify(
     progress.begin("verifying", 0);
 
     // 1. Every ref resolves to an object that is there.
-    let refs = mirror_refs(shadow)?;
+    let refs = crate::remote::mirror_refs(shadow)?;
     for (name, target) in &refs {
         match target {
             None => report.problems.push(Problem {

@@ -79,9 +79,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let report = mirror::checkout::checkout(&project, &shadow, &request, &bar)?;
 
     let mut exit = Exit::Ok;
-    for w in &report.warnings {
-        eprintln!("warning: {w}");
-    }
+    print_warnings(&report);
     if report.config_restored {
         eprintln!(
             "note: restored {} from the shadow repository",
@@ -171,4 +169,11 @@ pub fn report_problems(r: &mirror::checkout::TierRestore) -> Exit {
         exit = Exit::Partial;
     }
     exit
+}
+
+/// What a checkout worked around without failing (a missing note, leftover temporary files).
+pub fn print_warnings(report: &mirror::checkout::Report) {
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
 }

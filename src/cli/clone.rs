@@ -99,9 +99,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         )
     })?;
     let mut exit = Exit::Ok;
-    for w in &report.warnings {
-        eprintln!("warning: {w}");
-    }
+    super::checkout::print_warnings(&report);
     for (tier, why) in &report.skipped {
         eprintln!("note: {tier}: not restored: {why}");
     }

@@ -65,9 +65,7 @@ pub fn restore_missing(
     let bar = super::progress::Bar::new(ctx.quiet);
     let report = mirror::checkout::checkout(project, shadow, request, &bar)?;
     let mut exit = Exit::Ok;
-    for w in &report.warnings {
-        eprintln!("warning: {w}");
-    }
+    super::checkout::print_warnings(&report);
     for (tier, why) in &report.skipped {
         if !ctx.quiet {
             println!("{tier}: {why}");

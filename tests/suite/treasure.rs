@@ -281,26 +281,6 @@ fn mirror_with_env(env: &Env, vars: &[(&str, &Path)], args: &[&str]) -> Output {
     cmd.args(args).output().expect("run mirror")
 }
 
-/// `age -d -i IDENTITY` of `ciphertext`.
-fn age_decrypt(identity: &Path, ciphertext: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(identity)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn age");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = ciphertext.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert_exit(&out, 0, "age -d");
-    out.stdout
-}
-
 /// The NUL-terminated records of the metadata note of `commit`.
 fn note_records(env: &Env, commit: &str) -> Vec<String> {
     let out = env.shadow_git(&["notes", "--ref=mirror", "show", commit]);
@@ -384,7 +364,10 @@ fn default_patterns_mark_components_and_everything_below_a_matched_directory() {
                 data.find(content.as_bytes()).is_none(),
                 "{path}: plaintext inside the ciphertext blob"
             );
-            assert_eq!(age_decrypt(&identity_file(&env), &data), content.as_bytes());
+            assert_eq!(
+                age_decrypt_with(&identity_file(&env), &data),
+                content.as_bytes()
+            );
             let record = format!("e {} {path}", content.len());
             assert!(
                 records.contains(&record),
@@ -838,7 +821,10 @@ fn without_identity_an_undecidable_treasure_is_encrypted_again_never_stored_plai
             data.starts_with(AGE_MAGIC),
             "{path} stored without encryption"
         );
-        assert_eq!(age_decrypt(&identity_file(&env), &data), content.as_bytes());
+        assert_eq!(
+            age_decrypt_with(&identity_file(&env), &data),
+            content.as_bytes()
+        );
     }
     assert!(ages.is_subset(&age_blobs(&env)));
     // With the identity back (and the cache rebuilt), nothing churns.
@@ -902,7 +888,7 @@ fn same_size_rewrite_of_a_treasure_with_restored_mtime_is_detected() {
     assert_eq!(new.len(), 1, "new age blobs: {new:?}");
     assert_eq!(blob_id(&env, &second, ".hidden/racy.txt"), new[0]);
     assert_eq!(
-        age_decrypt(&identity_file(&env), &blob(&env, &new[0])),
+        age_decrypt_with(&identity_file(&env), &blob(&env, &new[0])),
         b"BBBBBBBB"
     );
 }
@@ -1399,7 +1385,7 @@ fn failed_comparison_still_stores_the_whole_file_encrypted() {
     let new_id = blob_id(&env, &tier_ref("tier-0"), ".hidden/big");
     assert_ne!(new_id, id);
     assert_eq!(
-        age_decrypt(&identity_file(&env), &blob(&env, &new_id)),
+        age_decrypt_with(&identity_file(&env), &blob(&env, &new_id)),
         content
     );
 }
