@@ -45,6 +45,46 @@ pub struct Config {
     /// When to push without being asked.
     #[serde(default, skip_serializing_if = "PushSettings::is_default")]
     pub push: PushSettings,
+    /// How often the project is expected to be recorded.
+    #[serde(default, skip_serializing_if = "Schedule::is_default")]
+    pub schedule: Schedule,
+}
+
+/// The interval a tier may go without a snapshot before the dashboard shows it as overdue.
+pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// How long a tier may go without a snapshot (`30m`, `1h`, `1day`); default 1h. Kept as
+    /// written so rewriting the file keeps the user's spelling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+}
+
+impl Schedule {
+    fn is_default(&self) -> bool {
+        self == &Schedule::default()
+    }
+
+    /// The configured interval (validated when the file was loaded), or the default.
+    pub fn interval(&self) -> std::time::Duration {
+        self.interval
+            .as_deref()
+            .and_then(|text| parse_duration(text).ok())
+            .unwrap_or(DEFAULT_INTERVAL)
+    }
+}
+
+/// A positive duration in the `humantime` syntax: `90s`, `5m`, `1h 30m`, `2days`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => Err(format!("duration '{text}' must be longer than zero")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "'{text}' is not a duration ({e}); write e.g. 30s, 15m, 1h or 1day"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +235,9 @@ impl Config {
                     remote.name
                 )));
             }
+        }
+        if let Some(text) = &self.schedule.interval {
+            parse_duration(text).map_err(|e| invalid(format!("schedule.interval: {e}")))?;
         }
         for r in self.recipients() {
             crate::crypt::parse_recipient(r)

@@ -157,6 +157,20 @@ impl Keys {
         }
     }
 
+    /// Keys that never decrypt, whatever is configured: for read-only views (the dashboard)
+    /// that must not produce plaintext. Every decryption fails with `reason`.
+    pub fn withheld(reason: &str) -> Keys {
+        let loaded = OnceCell::new();
+        // A fresh cell cannot be set already.
+        let _ = loaded.set(Err(reason.to_owned()));
+        Keys {
+            source: None,
+            prompt: None,
+            on_unlock: None,
+            loaded,
+        }
+    }
+
     pub fn with_prompt(mut self, prompt: Box<PassphrasePrompt>) -> Keys {
         self.prompt = Some(prompt);
         self

@@ -119,6 +119,7 @@ pub fn init(root: &Path, options: &InitOptions) -> Result<InitOutcome> {
         hooks: Default::default(),
         remotes: Vec::new(),
         push: Default::default(),
+        schedule: Default::default(),
     };
     // Validate exactly as a later load would, before creating anything.
     Config::parse(&config.to_yaml(), &config_path)?;

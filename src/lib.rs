@@ -7,6 +7,7 @@ pub mod checkout;
 pub mod clone;
 pub mod config;
 pub mod crypt;
+pub mod dashboard;
 pub mod error;
 pub mod history;
 pub mod hooks;
@@ -27,6 +28,7 @@ pub mod statcache;
 pub mod status;
 pub mod store;
 pub mod treasure;
+pub mod units;
 pub mod verify;
 pub mod walk;
 

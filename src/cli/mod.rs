@@ -4,6 +4,7 @@
 mod audit;
 mod checkout;
 mod clone;
+mod dashboard;
 mod diff;
 mod fetch;
 mod hook;
@@ -16,6 +17,7 @@ mod progress;
 mod push;
 mod remote;
 mod repair;
+mod report;
 mod restore;
 mod snapshot;
 mod status;
@@ -72,6 +74,8 @@ enum Command {
     Clone(clone::Args),
     Verify(verify::Args),
     Repair(repair::Args),
+    Dashboard(dashboard::Args),
+    Report(report::Args),
 }
 
 impl Command {
@@ -96,6 +100,8 @@ impl Command {
             Command::Clone(_) => "clone",
             Command::Verify(_) => "verify",
             Command::Repair(_) => "repair",
+            Command::Dashboard(_) => "dashboard",
+            Command::Report(_) => "report",
         }
     }
 }
@@ -211,6 +217,8 @@ pub fn main() -> ExitCode {
         Command::Clone(args) => clone::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
         Command::Repair(args) => repair::run(&ctx, args),
+        Command::Dashboard(args) => dashboard::run(&ctx, args),
+        Command::Report(args) => report::run(&ctx, args),
     };
     let code = match &result {
         Ok(exit) => ExitCode::from(*exit as u8),

@@ -1,0 +1,358 @@
+//! The dashboard's HTTP server (axum on a two-thread tokio runtime). Read-only: only `GET`
+//! (and `HEAD`) routes exist, none of them writes anything or serves file contents.
+//!
+//! Gathering scans every tier, so results are shared: the first request after the data went
+//! stale gathers while concurrent ones wait for that result (one scan for a hundred clients).
+//! Remotes are asked by a background thread, because a slow remote must not hold up the page.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::html::{self, Mode};
+use super::{Dashboard, Local, RemoteCheck, TotalsMemo};
+use crate::audit::Recorded;
+use crate::history::Snapshot;
+
+/// `mirror log --json` and `mirror log --audit --json` list this many by default.
+const API_LIST: usize = 50;
+
+pub struct Settings {
+    /// The project root.
+    pub root: PathBuf,
+    /// The page refreshes itself this often.
+    pub refresh_secs: u32,
+    /// Local data is gathered again when older than this.
+    pub stale_after: Duration,
+    /// Remotes are asked again this often.
+    pub remotes_every: Duration,
+    /// Only answer requests whose `Host` names this loopback address and port: a web page
+    /// elsewhere that rebinds its DNS name to 127.0.0.1 must not read the dashboard.
+    pub loopback_only: bool,
+}
+
+/// Everything the handlers share.
+struct Shared {
+    settings: Settings,
+    addr: SocketAddr,
+    local: Mutex<Option<(Instant, Gathered)>>,
+    memo: Mutex<TotalsMemo>,
+    remotes: Mutex<Option<Result<Arc<RemoteCheck>, String>>>,
+    remotes_ready: Condvar,
+}
+
+/// One gathering: the page's data and the API's lists, or why it failed.
+type Gathered = Result<Arc<Data>, Arc<String>>;
+
+struct Data {
+    local: Local,
+    log: Vec<Snapshot>,
+    audit: Vec<Recorded>,
+}
+
+/// A mutex whose holder panicked still guards valid data here (every writer replaces the
+/// whole value), so poisoning is not a reason to stop serving.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn gather(&self) -> Gathered {
+        let run = || -> Result<Data> {
+            let (project, shadow) = super::open(&self.settings.root)?;
+            let local = super::gather_local(&project, &shadow, &mut lock(&self.memo))?;
+            let tiers: Vec<String> = project.config.tiers.iter().map(|t| t.name.clone()).collect();
+            let log = crate::history::log(&shadow, &tiers, API_LIST)?;
+            let audit = crate::audit::list(&shadow, API_LIST, false)?;
+            Ok(Data { local, log, audit })
+        };
+        run().map(Arc::new).map_err(|e| Arc::new(format!("{e:#}")))
+    }
+
+    /// The local data, gathered now if stale. Holding the lock while gathering makes
+    /// concurrent requests wait for this one result instead of scanning again each.
+    fn data(&self) -> Gathered {
+        let mut slot = lock(&self.local);
+        if let Some((at, data)) = slot.as_ref() {
+            if at.elapsed() < self.settings.stale_after {
+                return data.clone();
+            }
+        }
+        let data = self.gather();
+        *slot = Some((Instant::now(), data.clone()));
+        data
+    }
+
+    fn remotes_now(&self) -> Option<Result<Arc<RemoteCheck>, String>> {
+        lock(&self.remotes).clone()
+    }
+
+    /// The remotes' state, waiting for the first check if it has not finished yet.
+    fn remotes_wait(&self) -> Result<Arc<RemoteCheck>, String> {
+        let guard = lock(&self.remotes);
+        let guard = self
+            .remotes_ready
+            .wait_while(guard, |r| r.is_none())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard
+            .clone()
+            .unwrap_or_else(|| Err("remotes were not checked".into()))
+    }
+
+    fn check_remotes_forever(self: Arc<Self>) {
+        loop {
+            let check = super::open(&self.settings.root)
+                .map(|(project, shadow)| Arc::new(super::check_remotes(&project, &shadow)))
+                .map_err(|e| format!("{e:#}"));
+            *lock(&self.remotes) = Some(check);
+            self.remotes_ready.notify_all();
+            std::thread::sleep(self.settings.remotes_every);
+        }
+    }
+
+    fn render(&self, fragment: bool) -> Response {
+        let data = match self.data() {
+            Ok(d) => d,
+            Err(e) => return failure_page(&e),
+        };
+        let remotes = self.remotes_now();
+        let mut local_errors = Vec::new();
+        let check = match &remotes {
+            Some(Ok(c)) => Some(c.as_ref()),
+            Some(Err(e)) => {
+                local_errors.push(format!("remotes: {e}"));
+                None
+            }
+            None => None,
+        };
+        let dashboard = Dashboard {
+            local: &data.local,
+            remotes: check,
+            extra_errors: &local_errors,
+        };
+        let body = if fragment {
+            html::fragment(&dashboard)
+        } else {
+            html::page(
+                &dashboard,
+                &Mode::Live {
+                    refresh_secs: self.settings.refresh_secs,
+                },
+            )
+        };
+        ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+    }
+}
+
+fn failure_page(error: &str) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        format!(
+            "<!doctype html><title>mirror dashboard</title><h1>mirror</h1>\
+             <p>Could not read the project: {}</p>",
+            html::escape(error)
+        ),
+    )
+        .into_response()
+}
+
+fn json_response<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => json_error(&format!("could not encode the response: {e}")),
+    }
+}
+
+fn json_error(message: &str) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "error": message }).to_string(),
+    )
+        .into_response()
+}
+
+/// Run `work` (which may scan the disk or wait) off the async threads.
+async fn blocking<F>(shared: Arc<Shared>, work: F) -> Response
+where
+    F: FnOnce(&Shared) -> Response + Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || work(&shared)).await {
+        Ok(response) => response,
+        Err(e) => json_error(&format!("internal error: {e}")),
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|State(s): State<Arc<Shared>>| blocking(s, |s| s.render(false))),
+        )
+        .route(
+            "/fragment",
+            get(|State(s): State<Arc<Shared>>| blocking(s, |s| s.render(true))),
+        )
+        .route(
+            "/dashboard.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    html::SCRIPT,
+                )
+            }),
+        )
+        .route(
+            "/api/status",
+            get(|State(s): State<Arc<Shared>>| {
+                blocking(s, |s| match s.data() {
+                    Ok(d) => {
+                        let tiers: Vec<_> = d.local.tiers.iter().map(|t| &t.status).collect();
+                        json_response(&tiers)
+                    }
+                    Err(e) => json_error(&e),
+                })
+            }),
+        )
+        .route(
+            "/api/log",
+            get(|State(s): State<Arc<Shared>>| {
+                blocking(s, |s| match s.data() {
+                    Ok(d) => json_response(&d.log),
+                    Err(e) => json_error(&e),
+                })
+            }),
+        )
+        .route(
+            "/api/audit",
+            get(|State(s): State<Arc<Shared>>| {
+                blocking(s, |s| match s.data() {
+                    Ok(d) => json_response(&d.audit),
+                    Err(e) => json_error(&e),
+                })
+            }),
+        )
+        .route(
+            "/api/remotes",
+            get(|State(s): State<Arc<Shared>>| {
+                blocking(s, |s| match s.remotes_wait() {
+                    Ok(check) => json_response(&check.statuses),
+                    Err(e) => json_error(&e),
+                })
+            }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(middleware::from_fn_with_state(shared.clone(), guard))
+        .with_state(shared)
+}
+
+/// Refuse requests for other host names (DNS rebinding) and add headers that keep a browser
+/// from running or framing anything the page did not come with.
+async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if shared.settings.loopback_only && !host_allowed(&request, shared.addr) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this dashboard answers only to its loopback address\n",
+        )
+            .into_response();
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; \
+             img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn host_allowed(request: &Request, addr: SocketAddr) -> bool {
+    let Some(host) = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let port = addr.port();
+    [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        addr.to_string(),
+    ]
+    .iter()
+    .any(|allowed| host.eq_ignore_ascii_case(allowed))
+}
+
+/// Serve on `listener` until SIGINT or SIGTERM.
+pub fn serve(listener: std::net::TcpListener, settings: Settings) -> Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("could not read the listening address")?;
+    listener
+        .set_nonblocking(true)
+        .context("could not set the listening socket non-blocking")?;
+    let shared = Arc::new(Shared {
+        settings,
+        addr,
+        local: Mutex::new(None),
+        memo: Mutex::new(TotalsMemo::new()),
+        remotes: Mutex::new(None),
+        remotes_ready: Condvar::new(),
+    });
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("remote-check".into())
+            .spawn(move || shared.check_remotes_forever())
+            .context("could not start the remote-check thread")?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("could not start the HTTP runtime")?;
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("could not hand the socket to the runtime")?;
+        axum::serve(listener, router(shared))
+            .with_graceful_shutdown(shutdown())
+            .await
+            .context("the dashboard server failed")
+    });
+    // A request still waiting for a slow remote must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        // Without a SIGTERM handler the default action still ends the process.
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
