@@ -60,5 +60,4 @@ mod tests {
         assert_eq!(age(86_400), "1 day");
         assert_eq!(age(3 * 86_400 + 5), "3 days");
     }
-
 }

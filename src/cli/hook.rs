@@ -79,6 +79,22 @@ fn snapshot(
     let results = mirror::snapshot::snapshot(project, shadow, &options, &mirror::progress::Silent)?;
     let mut recorded = Vec::new();
     let mut problems = Vec::new();
+    // Per tier what happened, for the audit trail: an unchanged tier was still checked
+    // (the dashboard's "last checked" comes from these).
+    let outcomes: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(tier, result)| match result {
+            Ok(r) => serde_json::json!({
+                "tier": tier,
+                "outcome": r.outcome,
+                "commit": r.commit.map(|c| c.to_string()),
+            }),
+            Err(err) => {
+                serde_json::json!({"tier": tier, "outcome": null, "error": format!("{err:#}")})
+            }
+        })
+        .collect();
+    ctx.audit_detail("snapshot", serde_json::Value::Array(outcomes));
     for (tier, result) in results {
         match result {
             Ok(r) => {
@@ -163,19 +179,18 @@ fn post_checkout(
         "missing_critical": missing.iter().map(|(t, c, p)| serde_json::json!({"tier": t, "from": c.to_string(), "paths": p})).collect::<Vec<_>>(),
         "auto_restored": auto && !missing.is_empty(),
     });
+    // Set first: the snapshot adds its per-tier outcomes, even when it fails.
+    ctx.audit_details(details);
     if flag != "1" {
-        ctx.audit_details(details);
         return Ok(Exit::Ok);
     }
-    let exit = snapshot(
+    snapshot(
         ctx,
         project,
         shadow,
         "post-checkout",
         vec![("Mirror-Previous-Head".into(), previous.into())],
-    )?;
-    ctx.audit_details(details);
-    Ok(exit)
+    )
 }
 
 /// Quote a path for a shell command line the user can paste.

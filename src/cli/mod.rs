@@ -162,6 +162,16 @@ impl Context {
         }
     }
 
+    /// Add one field to the operation's audit details (an object; other fields stay).
+    pub fn audit_detail(&self, key: &str, value: serde_json::Value) {
+        if let Some(a) = self.audit.borrow_mut().as_mut() {
+            if !a.details.is_object() {
+                a.details = serde_json::Value::Object(Default::default());
+            }
+            a.details[key] = value;
+        }
+    }
+
     /// What the operation did, for its audit entry.
     pub fn audit_details(&self, details: serde_json::Value) {
         if let Some(a) = self.audit.borrow_mut().as_mut() {

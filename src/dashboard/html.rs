@@ -9,7 +9,7 @@ use crate::history::format_local;
 use crate::remote::State;
 use crate::units::{age, bytes};
 
-use super::{rfc3339_secs, Dashboard, TierView, TIMELINE_DAYS};
+use super::{rfc3339_secs, Dashboard, Local, TierView, TIMELINE_DAYS};
 
 /// The live page's script: it refreshes `<main id="dash">` from `/fragment`.
 pub const SCRIPT: &str = include_str!("dashboard.js");
@@ -96,9 +96,9 @@ fn header(out: &mut String, d: &Dashboard) {
         format_local(l.generated)
     );
     if problems.is_empty() {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<div id=\"verdict\" class=\"verdict ok\">✔ All {} tier(s) protected</div>\n",
+            "<div id=\"verdict\" class=\"verdict ok\">✔ All {} tier(s) protected</div>",
             l.tiers.len()
         );
     } else {
@@ -122,12 +122,12 @@ fn tiers(out: &mut String, d: &Dashboard) {
          <th>pending since</th></tr></thead>\n<tbody>\n",
     );
     for t in &d.local.tiers {
-        tier_row(out, t, d.local.interval_secs);
+        tier_row(out, t, d.local);
     }
     out.push_str("</tbody>\n</table>\n</section>\n");
 }
 
-fn tier_row(out: &mut String, t: &TierView, interval_secs: u64) {
+fn tier_row(out: &mut String, t: &TierView, local: &Local) {
     let s = &t.status;
     let _ = write!(
         out,
@@ -136,15 +136,23 @@ fn tier_row(out: &mut String, t: &TierView, interval_secs: u64) {
         escape(&s.tier),
         escape(&s.path)
     );
-    match (&s.last, t.age_secs) {
-        (Some(last), Some(secs)) => {
+    match (&s.last, t.age_secs, t.checked) {
+        (Some(last), Some(secs), Some(checked)) => {
             let class = if t.overdue { "bad" } else { "ok" };
+            let unchanged_since = if checked > last.time {
+                format!(
+                    "<br><span class=\"dim\">unchanged since; checked {} ago</span>",
+                    age(secs)
+                )
+            } else {
+                String::new()
+            };
             let _ = write!(
                 out,
-                "<td class=\"{class}\" title=\"expected every {}\">{}<br><span class=\"age\">{} ago</span> <code>{}</code></td>",
-                age(interval_secs as i64),
+                "<td class=\"{class}\" title=\"expected every {}\">{}<br><span class=\"age\">{} ago</span> <code>{}</code>{unchanged_since}</td>",
+                age(local.interval_secs as i64),
                 format_local(last.time),
-                age(secs),
+                age(local.generated - last.time),
                 &last.id.to_hex_with_len(7).to_string()
             );
         }
@@ -185,7 +193,12 @@ fn tier_row(out: &mut String, t: &TierView, interval_secs: u64) {
     } else {
         let _ = write!(out, "<td class=\"warn\">{}<ul class=\"paths\">", s.counts);
         for c in s.changes.iter().take(CHANGES_SHOWN) {
-            let _ = write!(out, "<li><code>{}</code> {}</li>", c.status, escape(&c.path));
+            let _ = write!(
+                out,
+                "<li><code>{}</code> {}</li>",
+                c.status,
+                escape(&c.path)
+            );
         }
         more(out, s.changes.len());
         out.push_str("</ul></td>");
@@ -197,9 +210,9 @@ fn tier_row(out: &mut String, t: &TierView, interval_secs: u64) {
         .map(|n| format!("could not read {}: {}", n.path, n.reason))
         .chain(s.warnings.iter().cloned());
     for note in notes {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<tr class=\"note\"><td></td><td colspan=\"4\" class=\"warn\">{}</td></tr>\n",
+            "<tr class=\"note\"><td></td><td colspan=\"4\" class=\"warn\">{}</td></tr>",
             escape(&note)
         );
     }
@@ -207,7 +220,11 @@ fn tier_row(out: &mut String, t: &TierView, interval_secs: u64) {
 
 fn more(out: &mut String, total: usize) {
     if total > CHANGES_SHOWN {
-        let _ = write!(out, "<li class=\"dim\">and {} more</li>", total - CHANGES_SHOWN);
+        let _ = write!(
+            out,
+            "<li class=\"dim\">and {} more</li>",
+            total - CHANGES_SHOWN
+        );
     }
 }
 
@@ -232,10 +249,10 @@ fn timeline(out: &mut String, d: &Dashboard) {
          viewBox=\"0 0 {WIDTH} {height}\" width=\"100%\" preserveAspectRatio=\"xMinYMin meet\">\n"
     );
     // Midnight gridlines, labelled with the local day.
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<line class=\"now\" x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{height:.1}\"/>\
-         <text class=\"axis\" x=\"{2:.1}\" y=\"12\">now</text>\n",
+         <text class=\"axis\" x=\"{2:.1}\" y=\"12\">now</text>",
         x(end),
         TOP - 6.0,
         x(end) + 3.0
@@ -246,10 +263,10 @@ fn timeline(out: &mut String, d: &Dashboard) {
             // Today's label would run into "now".
             continue;
         }
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<line class=\"grid\" x1=\"{px:.1}\" y1=\"{}\" x2=\"{px:.1}\" y2=\"{height:.1}\"/>\
-             <text class=\"axis\" x=\"{:.1}\" y=\"12\">{}</text>\n",
+             <text class=\"axis\" x=\"{:.1}\" y=\"12\">{}</text>",
             TOP - 6.0,
             px + 3.0,
             day_label(midnight)
@@ -257,17 +274,17 @@ fn timeline(out: &mut String, d: &Dashboard) {
     }
     for (i, t) in l.tiers.iter().enumerate() {
         let y = TOP + ROW * i as f64 + ROW / 2.0;
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<text class=\"tier-label\" x=\"4\" y=\"{:.1}\">{}</text>\
-             <line class=\"lane\" x1=\"{LABEL}\" y1=\"{y:.1}\" x2=\"{WIDTH}\" y2=\"{y:.1}\"/>\n",
+             <line class=\"lane\" x1=\"{LABEL}\" y1=\"{y:.1}\" x2=\"{WIDTH}\" y2=\"{y:.1}\"/>",
             y + 4.0,
             escape(&truncate(&t.status.tier, 20))
         );
         if t.timeline.is_empty() {
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "<text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\">no snapshots in this period</text>\n",
+                "<text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\">no snapshots in this period</text>",
                 LABEL + 8.0,
                 y - 6.0
             );
@@ -287,9 +304,9 @@ fn timeline(out: &mut String, d: &Dashboard) {
                 format!(" · tag {}", s.tags.join(", "))
             };
             let radius = if s.tags.is_empty() { 4.5 } else { 6.5 };
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "<circle class=\"{class}\" cx=\"{:.1}\" cy=\"{y:.1}\" r=\"{radius}\"><title>{}</title></circle>\n",
+                "<circle class=\"{class}\" cx=\"{:.1}\" cy=\"{y:.1}\" r=\"{radius}\"><title>{}</title></circle>",
                 x(s.time),
                 escape(&format!(
                     "{} · {} · {} {}{}{}",
@@ -429,9 +446,9 @@ fn remotes(out: &mut String, d: &Dashboard) {
 fn verify(out: &mut String, d: &Dashboard) {
     out.push_str("<section id=\"verify\">\n<h2>Integrity</h2>\n");
     match &d.local.last_verify {
-        None => out.push_str(
-            "<p class=\"warn\">Never verified — run <code>mirror verify</code>.</p>\n",
-        ),
+        None => {
+            out.push_str("<p class=\"warn\">Never verified — run <code>mirror verify</code>.</p>\n")
+        }
         Some(v) => {
             let details = &v.entry.details;
             let objects = details.get("objects").and_then(|v| v.as_u64());

@@ -64,9 +64,12 @@ pub struct Local {
 pub struct TierView {
     pub status: TierStatus,
     pub recorded: Option<Totals>,
-    /// Seconds since the last snapshot.
+    /// When a snapshot last covered the tier: its newest commit, or a later snapshot run that
+    /// found it unchanged (from the audit trail), whichever is newer.
+    pub checked: Option<i64>,
+    /// Seconds since `checked`.
     pub age_secs: Option<i64>,
-    /// No snapshot, or the last one is older than the interval.
+    /// Never covered, or not within the interval.
     pub overdue: bool,
     /// Snapshots of the last [`TIMELINE_DAYS`] days, newest first.
     pub timeline: Vec<history::Snapshot>,
@@ -127,6 +130,18 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
     let interval_secs = interval.as_secs();
     let mut errors = Vec::new();
     let statuses = status::status(project, shadow, &[])?;
+    let entries = match audit::list(shadow, AUDIT_SCAN, false) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(format!("audit trail: {e:#}"));
+            Vec::new()
+        }
+    };
+    let checked_by_audit = last_checked(&entries);
+    let tags = history::tags_by_commit(shadow).unwrap_or_else(|e| {
+        errors.push(format!("tags: {e:#}"));
+        HashMap::new()
+    });
     let mut tiers = Vec::new();
     for st in statuses {
         let tip = st.last.as_ref().map(|l| l.id);
@@ -146,9 +161,14 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
             },
             None => None,
         };
-        let age_secs = st.last.as_ref().map(|l| (now - l.time).max(0));
+        let checked = st
+            .last
+            .as_ref()
+            .map(|l| l.time)
+            .max(checked_by_audit.get(&st.tier).copied());
+        let age_secs = checked.map(|t| (now - t).max(0));
         let overdue = age_secs.is_none_or(|age| age as u64 > interval_secs);
-        let timeline = match timeline(shadow, &st.tier, now - TIMELINE_DAYS * 86_400) {
+        let timeline = match timeline(shadow, &st.tier, now - TIMELINE_DAYS * 86_400, &tags) {
             Ok(t) => t,
             Err(e) => {
                 errors.push(format!("tier {} history: {e:#}", st.tier));
@@ -158,19 +178,13 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
         tiers.push(TierView {
             status: st,
             recorded,
+            checked,
             age_secs,
             overdue,
             timeline,
         });
     }
 
-    let entries = match audit::list(shadow, AUDIT_SCAN, false) {
-        Ok(e) => e,
-        Err(e) => {
-            errors.push(format!("audit trail: {e:#}"));
-            Vec::new()
-        }
-    };
     let since = now - interval_secs as i64;
     let failed = |e: &&Recorded| e.entry.result != Outcome::Ok;
     let recent_failures = entries
@@ -178,7 +192,12 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
         .filter(failed)
         .filter(|e| rfc3339_secs(&e.entry.time).is_some_and(|t| t >= since))
         .count();
-    let failures = entries.iter().filter(failed).take(LIST_MAX).cloned().collect();
+    let failures = entries
+        .iter()
+        .filter(failed)
+        .take(LIST_MAX)
+        .cloned()
+        .collect();
     let last_verify = entries
         .iter()
         .find(|e| e.entry.command == "verify")
@@ -250,21 +269,23 @@ pub fn totals(shadow: &Shadow, commit: ObjectId) -> Result<Totals> {
         out.files += 1;
         out.bytes += match meta.get(path).and_then(|m| m.encrypted) {
             Some(plain) => plain,
-            None => {
-                shadow
-                    .repo
-                    .find_header(item.oid)
-                    .with_context(|| format!("blob {} of {path} in snapshot {commit}", item.oid))?
-                    .size()
-            }
+            None => shadow
+                .repo
+                .find_header(item.oid)
+                .with_context(|| format!("blob {} of {path} in snapshot {commit}", item.oid))?
+                .size(),
         };
     }
     Ok(out)
 }
 
 /// The tier's snapshots since `since` (seconds), newest first, at most [`TIMELINE_MAX`].
-fn timeline(shadow: &Shadow, tier: &str, since: i64) -> Result<Vec<history::Snapshot>> {
-    let tags = history::tags_by_commit(shadow)?;
+fn timeline(
+    shadow: &Shadow,
+    tier: &str,
+    since: i64,
+    tags: &HashMap<ObjectId, Vec<String>>,
+) -> Result<Vec<history::Snapshot>> {
     let mut out = Vec::new();
     let mut next = shadow.tier_tip(tier)?;
     while let Some(id) = next {
@@ -320,6 +341,36 @@ fn pushes(entries: &[Recorded]) -> BTreeMap<String, Pushes> {
     out
 }
 
+/// Per tier, the time of the newest snapshot run that recorded it or found it unchanged.
+/// Snapshot entries carry one `{tier, outcome, ...}` per tier in `details` (`mirror snapshot`),
+/// `details.snapshot` (`snapshot --tag`, hooks).
+fn last_checked(entries: &[Recorded]) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for e in entries {
+        let details = &e.entry.details;
+        let tiers = details
+            .as_array()
+            .or_else(|| details.get("snapshot").and_then(|s| s.as_array()));
+        let Some(tiers) = tiers else {
+            continue;
+        };
+        let Some(time) = rfc3339_secs(&e.entry.time) else {
+            continue;
+        };
+        for t in tiers {
+            let covered = matches!(
+                t.get("outcome").and_then(|o| o.as_str()),
+                Some("recorded" | "unchanged")
+            );
+            if let (true, Some(tier)) = (covered, t.get("tier").and_then(|n| n.as_str())) {
+                // Entries come newest first: keep the first time seen.
+                out.entry(tier.to_owned()).or_insert(time);
+            }
+        }
+    }
+    out
+}
+
 /// Seconds since the epoch of an RFC 3339 time (audit entries).
 pub fn rfc3339_secs(text: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(text)
@@ -340,7 +391,7 @@ impl Dashboard<'_> {
             match t.age_secs {
                 None => out.push(format!("tier {name}: no snapshot yet")),
                 Some(age) if t.overdue => out.push(format!(
-                    "tier {name}: last snapshot {} ago (expected every {})",
+                    "tier {name}: last covered by a snapshot {} ago (expected every {})",
                     crate::units::age(age),
                     crate::units::age(local.interval_secs as i64)
                 )),
@@ -407,6 +458,38 @@ mod tests {
             id: ObjectId::null(gix::hash::Kind::Sha1),
             entry,
         }
+    }
+
+    #[test]
+    fn a_tier_found_unchanged_counts_as_checked() {
+        let mut newest = audit::Entry::new("hook", vec![], Outcome::Failed);
+        newest.time = "2026-11-27T10:00:00+00:00".into();
+        newest.details = serde_json::json!({"snapshot": [
+            {"tier": "a", "outcome": "unchanged"},
+            {"tier": "b", "outcome": null, "error": "disk full"}]});
+        let mut older = audit::Entry::new("snapshot", vec![], Outcome::Ok);
+        older.time = "2026-11-27T09:00:00+00:00".into();
+        older.details = serde_json::json!([
+            {"tier": "a", "outcome": "recorded"},
+            {"tier": "b", "outcome": "recorded"},
+            {"tier": "c", "outcome": "nothing"}]);
+        let entries: Vec<Recorded> = [newest, older]
+            .into_iter()
+            .map(|entry| Recorded {
+                id: ObjectId::null(gix::hash::Kind::Sha1),
+                entry,
+            })
+            .collect();
+        let checked = last_checked(&entries);
+        assert_eq!(
+            checked.get("a"),
+            rfc3339_secs("2026-11-27T10:00:00+00:00").as_ref()
+        );
+        assert_eq!(
+            checked.get("b"),
+            rfc3339_secs("2026-11-27T09:00:00+00:00").as_ref()
+        );
+        assert_eq!(checked.get("c"), None);
     }
 
     #[test]

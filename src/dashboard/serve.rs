@@ -70,7 +70,12 @@ impl Shared {
         let run = || -> Result<Data> {
             let (project, shadow) = super::open(&self.settings.root)?;
             let local = super::gather_local(&project, &shadow, &mut lock(&self.memo))?;
-            let tiers: Vec<String> = project.config.tiers.iter().map(|t| t.name.clone()).collect();
+            let tiers: Vec<String> = project
+                .config
+                .tiers
+                .iter()
+                .map(|t| t.name.clone())
+                .collect();
             let log = crate::history::log(&shadow, &tiers, API_LIST)?;
             let audit = crate::audit::list(&shadow, API_LIST, false)?;
             Ok(Data { local, log, audit })
@@ -96,16 +101,21 @@ impl Shared {
         lock(&self.remotes).clone()
     }
 
-    /// The remotes' state, waiting for the first check if it has not finished yet.
+    /// The remotes' state, waiting for the first check if it has not finished yet (each
+    /// remote is bounded by the git timeout, so this wait is too).
     fn remotes_wait(&self) -> Result<Arc<RemoteCheck>, String> {
         let guard = lock(&self.remotes);
-        let guard = self
+        let bound = crate::remote::timeout() * 2 + Duration::from_secs(60);
+        let (guard, _) = self
             .remotes_ready
-            .wait_while(guard, |r| r.is_none())
+            .wait_timeout_while(guard, bound, |r| r.is_none())
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        guard
-            .clone()
-            .unwrap_or_else(|| Err("remotes were not checked".into()))
+        guard.clone().unwrap_or_else(|| {
+            Err(format!(
+                "the remotes did not answer within {} s",
+                bound.as_secs()
+            ))
+        })
     }
 
     fn check_remotes_forever(self: Arc<Self>) {
