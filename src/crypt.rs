@@ -114,6 +114,8 @@ pub struct Keys {
     /// Told each time a passphrase-protected file is unlocked (the CLI prints it).
     on_unlock: Option<Box<UnlockNotice>>,
     loaded: OnceCell<std::result::Result<Loaded, String>>,
+    /// Made by [`Keys::withheld`]: decryption is refused on purpose.
+    withheld: bool,
 }
 
 struct Loaded {
@@ -154,6 +156,7 @@ impl Keys {
             prompt: None,
             on_unlock: None,
             loaded: OnceCell::new(),
+            withheld: false,
         }
     }
 
@@ -168,7 +171,13 @@ impl Keys {
             prompt: None,
             on_unlock: None,
             loaded,
+            withheld: true,
         }
+    }
+
+    /// Whether these keys refuse to decrypt by design ([`Keys::withheld`]).
+    pub fn is_withheld(&self) -> bool {
+        self.withheld
     }
 
     pub fn with_prompt(mut self, prompt: Box<PassphrasePrompt>) -> Keys {
@@ -514,6 +523,7 @@ mod tests {
                 identities: vec![Box::new(identity)],
                 recipients: Vec::new(),
             })),
+            withheld: false,
         };
         let mut back = Vec::new();
         keys.decrypt(&cipher[..])

@@ -415,6 +415,20 @@ impl EntryReader<'_> {
             Mode::File
         };
         let mut not_compared = None;
+        if treasure && self.store == Store::HashOnly && self.keys.is_withheld() {
+            // A view that must not decrypt (the dashboard): stat data identical to the
+            // snapshot's counts as unchanged, even inside the racy window where `status`
+            // decrypts to be sure. Otherwise a treasure saved just before a snapshot would
+            // show as modified until the next one.
+            let same = self
+                .prev
+                .cache
+                .as_ref()
+                .and_then(|c| c.same_stat(&entry.rel, &stat));
+            if let Some(hit) = same {
+                return Ok(Ok((hit.item, stat)));
+            }
+        }
         if treasure {
             let compared = self.same_as_recorded(&entry.rel, &mut file, stat.size);
             // Whatever the comparison read, the file is read again from its start.

@@ -81,7 +81,6 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// The recorded blob id for `path`, if its stat data is unchanged and not racy.
     /// The recorded entry for `path`, if its stat data is unchanged and not racy.
     pub fn lookup(&self, path: &[u8], stat: &Stat) -> Option<&CacheEntry> {
         let entry = self.entries.get(path)?;
@@ -90,6 +89,12 @@ impl Cache {
             && stat.mtime_ns <= trusted_before
             && stat.ctime_ns <= trusted_before;
         fresh.then_some(entry)
+    }
+
+    /// The recorded entry for `path` if its stat data is identical, racy or not: for views
+    /// that may not read a file's content to decide (an encrypted treasure without keys).
+    pub fn same_stat(&self, path: &[u8], stat: &Stat) -> Option<&CacheEntry> {
+        self.entries.get(path).filter(|e| e.stat == *stat)
     }
 
     pub fn listing(&self) -> Listing {

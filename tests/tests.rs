@@ -13,6 +13,8 @@ mod cli;
 mod clone;
 #[path = "suite/crash.rs"]
 mod crash;
+#[path = "suite/dashboard.rs"]
+mod dashboard;
 #[path = "suite/hooks.rs"]
 mod hooks;
 #[path = "suite/hostile.rs"]

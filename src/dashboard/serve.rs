@@ -269,14 +269,15 @@ fn router(shared: Arc<Shared>) -> Router {
 /// Refuse requests for other host names (DNS rebinding) and add headers that keep a browser
 /// from running or framing anything the page did not come with.
 async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    if shared.settings.loopback_only && !host_allowed(&request, shared.addr) {
-        return (
+    let mut response = if shared.settings.loopback_only && !host_allowed(&request, shared.addr) {
+        (
             StatusCode::MISDIRECTED_REQUEST,
             "this dashboard answers only to its loopback address\n",
         )
-            .into_response();
-    }
-    let mut response = next.run(request).await;
+            .into_response()
+    } else {
+        next.run(request).await
+    };
     let headers = response.headers_mut();
     for (name, value) in [
         (
@@ -303,14 +304,17 @@ fn host_allowed(request: &Request, addr: SocketAddr) -> bool {
         return false;
     };
     let port = addr.port();
-    [
+    let mut allowed = vec![
         format!("127.0.0.1:{port}"),
         format!("localhost:{port}"),
         format!("[::1]:{port}"),
         addr.to_string(),
-    ]
-    .iter()
-    .any(|allowed| host.eq_ignore_ascii_case(allowed))
+    ];
+    if port == 80 {
+        // Browsers leave the default port out of `Host`.
+        allowed.extend(["127.0.0.1", "localhost", "[::1]"].map(String::from));
+    }
+    allowed.iter().any(|a| host.eq_ignore_ascii_case(a))
 }
 
 /// Serve on `listener` until SIGINT or SIGTERM.
@@ -364,5 +368,54 @@ async fn shutdown() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_host(host: &str) -> Request {
+        axum::http::Request::builder()
+            .uri("/")
+            .header(header::HOST, host)
+            .body(axum::body::Body::empty())
+            .expect("a valid request")
+    }
+
+    #[test]
+    fn only_the_loopback_names_of_the_bound_port_are_answered() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST:8080",
+            "[::1]:8080",
+        ] {
+            assert!(host_allowed(&with_host(ok), addr), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "127.0.0.1:8081",
+            "127.0.0.1",
+            "localhost",
+            "",
+        ] {
+            assert!(!host_allowed(&with_host(bad), addr), "{bad}");
+        }
+        let no_host = axum::http::Request::builder()
+            .uri("/")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert!(!host_allowed(&no_host, addr));
+    }
+
+    #[test]
+    fn on_port_80_a_host_without_port_is_answered() {
+        // Browsers leave the default port out of `Host`.
+        let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert!(host_allowed(&with_host("127.0.0.1"), addr));
+        assert!(host_allowed(&with_host("localhost"), addr));
+        assert!(!host_allowed(&with_host("evil.example"), addr));
     }
 }
