@@ -235,6 +235,7 @@ pub fn checkout(
         None => {
             let options = snapshot::Options {
                 trailers: Vec::new(),
+                focus: Default::default(),
                 tiers: selections.iter().map(|s| s.tier.name.clone()).collect(),
                 message: Some("state before checkout".into()),
                 trigger: "pre-checkout".into(),

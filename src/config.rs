@@ -48,6 +48,61 @@ pub struct Config {
     /// How often the project is expected to be recorded.
     #[serde(default, skip_serializing_if = "Schedule::is_default")]
     pub schedule: Schedule,
+    /// How `mirror watch` reacts.
+    #[serde(default, skip_serializing_if = "WatchSettings::is_default")]
+    pub watch: WatchSettings,
+    /// A command to run when something goes wrong.
+    #[serde(default, skip_serializing_if = "Alerts::is_default")]
+    pub alerts: Alerts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSettings {
+    /// A critical file that disappears is restored from the latest snapshot at once.
+    #[serde(default)]
+    pub auto_restore: bool,
+}
+
+impl WatchSettings {
+    fn is_default(&self) -> bool {
+        self == &WatchSettings::default()
+    }
+}
+
+/// The events an alert can be raised for (`alerts.events`).
+pub const ALERT_EVENTS: [&str; 5] = [
+    "snapshot-failed",
+    "snapshot-partial",
+    "critical-missing",
+    "push-failed",
+    "verify-failed",
+];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Run with `sh -c` in the project root; the event is in `MIRROR_ALERT_*` variables and,
+    /// as JSON, on standard input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Only these events (default: all of [`ALERT_EVENTS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+}
+
+impl Alerts {
+    fn is_default(&self) -> bool {
+        self == &Alerts::default()
+    }
+
+    /// Whether `event` is to be raised (a command is set and the event is selected).
+    pub fn wants(&self, event: &str) -> bool {
+        self.command
+            .as_deref()
+            .is_some_and(|c| !c.trim().is_empty())
+            && (self.events.is_empty() || self.events.iter().any(|e| e == event))
+    }
 }
 
 /// The interval a tier may go without a snapshot before the dashboard shows it as overdue.
@@ -233,6 +288,14 @@ impl Config {
                 return Err(invalid(format!(
                     "remote name '{}' is used twice",
                     remote.name
+                )));
+            }
+        }
+        for event in &self.alerts.events {
+            if !ALERT_EVENTS.contains(&event.as_str()) {
+                return Err(invalid(format!(
+                    "alerts.events: unknown event '{event}' (known: {})",
+                    ALERT_EVENTS.join(", ")
                 )));
             }
         }

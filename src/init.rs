@@ -120,6 +120,8 @@ pub fn init(root: &Path, options: &InitOptions) -> Result<InitOutcome> {
         remotes: Vec::new(),
         push: Default::default(),
         schedule: Default::default(),
+        watch: Default::default(),
+        alerts: Default::default(),
     };
     // Validate exactly as a later load would, before creating anything.
     Config::parse(&config.to_yaml(), &config_path)?;

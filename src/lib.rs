@@ -2,6 +2,7 @@
 //! in a bare shadow repository. This crate is the engine; `src/cli` is the thin command layer.
 //! See docs/architecture.md for the data flow and docs/format.md for the on-disk format.
 
+pub mod alert;
 pub mod audit;
 pub mod checkout;
 pub mod clone;
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod remote;
 pub mod repair;
 pub mod rotate;
+pub mod schedule;
 pub mod snapshot;
 pub mod statcache;
 pub mod status;
@@ -31,6 +33,7 @@ pub mod treasure;
 pub mod units;
 pub mod verify;
 pub mod walk;
+pub mod watch;
 
 #[cfg(test)]
 mod fuzz;

@@ -80,6 +80,7 @@ pub fn create(
             // Capture the current state: a tag never misses work that was not snapshotted.
             let options = snapshot::Options {
                 trailers: Vec::new(),
+                focus: Default::default(),
                 tiers: Vec::new(),
                 message: Some(format!("before tag {}", request.name)),
                 trigger: "tag".into(),

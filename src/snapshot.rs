@@ -43,6 +43,9 @@ pub struct Options {
     pub empty: EmptyPolicy,
     /// More `Key: value` trailers for the commit message (e.g. `Mirror-Previous-Head`).
     pub trailers: Vec<(String, String)>,
+    /// Per tier, the only paths to re-examine (from filesystem events, `mirror watch`);
+    /// tiers not named are scanned whole.
+    pub focus: std::collections::HashMap<String, Vec<BString>>,
 }
 
 /// The result of scanning a tier's directory against its previous state.
@@ -181,13 +184,34 @@ pub fn scan(
     store: Store,
     progress: &dyn Progress,
 ) -> Result<Option<Scan>> {
+    scan_focused(project, shadow, tier, prev, store, None, progress)
+}
+
+/// [`scan`] that re-examines only the `focus` paths (relative to the tier root) when the stat
+/// cache describes the tip: everything else is taken from the cache as it was recorded. Used
+/// by `mirror watch`, whose filesystem events name the paths that changed; without a cache of
+/// the tip it falls back to a full scan.
+pub fn scan_focused(
+    project: &Project,
+    shadow: &Shadow,
+    tier: &Tier,
+    prev: &Previous,
+    store: Store,
+    focus: Option<&[BString]>,
+    progress: &dyn Progress,
+) -> Result<Option<Scan>> {
     let scan_start_ns = now_ns();
     let Some(root) = project.tier_dir_under(&project.root, tier, false)? else {
         return Ok(None);
     };
     let filters = project.filters(tier)?;
-    let walked = walk::walk(&root, &filters)
-        .with_context(|| format!("tier '{}': could not walk {}", tier.name, root.display()))?;
+    let focused = focus.zip(prev.cache_of_tip());
+    let walked = match focused {
+        Some((paths, cache)) => walk::walk_focused(&root, &filters, Some(paths))
+            .map(|fresh| merge_unfocused(fresh, cache, paths, &root)),
+        None => walk::walk(&root, &filters),
+    }
+    .with_context(|| format!("tier '{}': could not walk {}", tier.name, root.display()))?;
     let treasures = project.config.treasures()?;
     let encryptor = project.config.encryptor();
     // A file the stat cache vouches for, under the same patterns, keeps its verdict: the
@@ -348,6 +372,39 @@ pub fn scan(
         })
         .collect();
     Ok(Some(out))
+}
+
+/// A focused walk completed with everything outside the focus, as the stat cache recorded it
+/// at the tip (files and links with their stat data, empty directories), so the rest of the
+/// scan sees a whole tier. Cached entries still go through the cache's racy check.
+fn merge_unfocused(
+    mut fresh: walk::Walk,
+    cache: &Cache,
+    focus: &[BString],
+    root: &Path,
+) -> walk::Walk {
+    let outside = |rel: &[u8]| !focus.iter().any(|f| listing::in_scope(rel, f));
+    for (rel, entry) in cache.entries.iter().filter(|(rel, _)| outside(rel)) {
+        let kind = match entry.item.mode {
+            Mode::EmptyDir => {
+                fresh.dirs.push(rel.clone());
+                continue;
+            }
+            Mode::Link => walk::Kind::Link,
+            Mode::Exec => walk::Kind::File { executable: true },
+            Mode::File => walk::Kind::File { executable: false },
+        };
+        fresh.files.push(walk::WalkEntry {
+            rel: rel.clone(),
+            abs: root.join(std::ffi::OsStr::from_bytes(rel)),
+            kind,
+            stat: entry.stat,
+        });
+    }
+    fresh.files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    fresh.dirs.sort_unstable();
+    fresh.dirs.dedup();
+    fresh
 }
 
 /// Reads files that the stat cache could not vouch for, and stores (or hashes) them.
@@ -543,8 +600,17 @@ pub fn snapshot(
     };
     let mut results = Vec::new();
     for tier in &tiers {
-        let result = snapshot_tier(project, shadow, tier, options.empty, &context, progress)
-            .with_context(|| format!("tier '{}'", tier.name));
+        let focus = options.focus.get(&tier.name).map(Vec::as_slice);
+        let result = snapshot_tier(
+            project,
+            shadow,
+            tier,
+            options.empty,
+            focus,
+            &context,
+            progress,
+        )
+        .with_context(|| format!("tier '{}'", tier.name));
         results.push((tier.name.clone(), result));
     }
     Ok(results)
@@ -565,6 +631,7 @@ fn snapshot_tier(
     shadow: &Shadow,
     tier: &Tier,
     empty: EmptyPolicy,
+    focus: Option<&[BString]>,
     context: &CommitContext,
     progress: &dyn Progress,
 ) -> Result<TierReport> {
@@ -585,7 +652,7 @@ fn snapshot_tier(
         listing: Listing::new(),
         mtimes: Mtimes::new(),
     };
-    let scan = match scan(project, shadow, tier, &prev, Store::Write, progress)? {
+    let scan = match scan_focused(project, shadow, tier, &prev, Store::Write, focus, progress)? {
         Some(scan) => scan,
         None => match empty {
             EmptyPolicy::Skip => return Ok(nothing(prev.tip)),

@@ -100,6 +100,26 @@ impl Filters {
 /// entry (which dominate a no-change snapshot) run on all cores. The result is sorted by path,
 /// so it does not depend on thread scheduling.
 pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
+    walk_focused(tier_root, filters, None)
+}
+
+/// Does `rel` (relative to the tier root) lie in a focus path, or is it a directory on the
+/// way to one?
+fn in_focus(focus: &[BString], rel: &[u8], is_dir: bool) -> bool {
+    focus
+        .iter()
+        .any(|f| crate::listing::in_scope(rel, f) || (is_dir && crate::listing::in_scope(f, rel)))
+}
+
+/// [`walk`], visiting only the `focus` paths (relative to the tier root; files or whole
+/// subtrees) and the directories leading to them, whose `.mirrorignore` files still apply.
+/// The result holds the focus paths' entries only, plus those leading directories.
+pub fn walk_focused(
+    tier_root: &Path,
+    filters: &Filters,
+    focus: Option<&[BString]>,
+) -> Result<Walk> {
+    let focus: Option<Vec<BString>> = focus.map(<[BString]>::to_vec);
     let mut builder = ignore::WalkBuilder::new(tier_root);
     builder
         .standard_filters(false)
@@ -120,6 +140,7 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
     // `.GIT`, `git~1`, `.git.`...: on Linux these are ordinary names, but git refuses them
     // and on a case-insensitive, NTFS or HFS+ filesystem they *are* `.git`; never recorded
     // (checkout would refuse them), always reported.
+    let root = tier_root.to_owned();
     let dotgit_variants = std::sync::Arc::new(std::sync::Mutex::new(Vec::<PathBuf>::new()));
     let seen = dotgit_variants.clone();
     builder.filter_entry(move |entry| {
@@ -131,7 +152,16 @@ pub fn walk(tier_root: &Path, filters: &Filters) -> Result<Walk> {
             }
             return false;
         }
-        entry.depth() == 0 || own.keep(entry.path(), is_dir)
+        if entry.depth() == 0 {
+            return true;
+        }
+        if let Some(focus) = &focus {
+            let rel = entry.path().strip_prefix(&root).unwrap_or(entry.path());
+            if !in_focus(focus, rel.as_os_str().as_bytes(), is_dir) {
+                return false;
+            }
+        }
+        own.keep(entry.path(), is_dir)
     });
     let (tx, rx) = std::sync::mpsc::channel::<Walk>();
     builder.build_parallel().run(|| {

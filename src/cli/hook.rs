@@ -71,6 +71,7 @@ fn snapshot(
     let _lock = super::lock_shadow(shadow, trigger)?;
     let options = Options {
         trailers,
+        focus: Default::default(),
         tiers: Vec::new(),
         message: None,
         trigger: trigger.into(),
@@ -138,6 +139,16 @@ fn post_checkout(
                 eprintln!("  {tier}: {p}");
             }
             if !auto {
+                super::alerts::raise(
+                    ctx,
+                    "critical-missing",
+                    format!(
+                        "a git checkout removed {} critical file(s) of tier {tier}",
+                        paths.len()
+                    ),
+                    Some(tier),
+                    paths.clone(),
+                );
                 eprintln!(
                     "  restore them with: mirror restore --missing --tier {tier} --from {} -- {}",
                     commit.to_hex_with_len(12),

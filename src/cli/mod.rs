@@ -1,6 +1,7 @@
 //! The command layer: one module per command, each with a clap `Args` struct (its doc comment
 //! is the `--help` text) and one `run` function. Only this layer prints.
 
+mod alerts;
 mod audit;
 mod checkout;
 mod clone;
@@ -19,10 +20,12 @@ mod remote;
 mod repair;
 mod report;
 mod restore;
+mod schedule;
 mod snapshot;
 mod status;
 mod tag;
 mod verify;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +79,8 @@ enum Command {
     Repair(repair::Args),
     Dashboard(dashboard::Args),
     Report(report::Args),
+    Watch(watch::Args),
+    Schedule(schedule::Args),
 }
 
 impl Command {
@@ -102,6 +107,8 @@ impl Command {
             Command::Repair(_) => "repair",
             Command::Dashboard(_) => "dashboard",
             Command::Report(_) => "report",
+            Command::Watch(_) => "watch",
+            Command::Schedule(_) => "schedule",
         }
     }
 }
@@ -136,6 +143,10 @@ pub struct Context {
     /// Set by operations that write the shadow repository: they are recorded in its audit
     /// trail, whatever their outcome (see [`record_audit`]).
     audit: std::cell::RefCell<Option<Audit>>,
+    /// Where alerts of this run go (set when a project is opened; see `alerts.rs`).
+    pub alerting: std::cell::RefCell<Option<alerts::Target>>,
+    /// Alerts raised during the command, delivered when it ends.
+    pub alerts: std::cell::RefCell<Vec<mirror::alert::Alert>>,
 }
 
 struct Audit {
@@ -205,6 +216,8 @@ pub fn main() -> ExitCode {
             }
         }),
         audit: Default::default(),
+        alerting: Default::default(),
+        alerts: Default::default(),
     };
     let command = cli.command.name();
     let result = match cli.command {
@@ -229,13 +242,22 @@ pub fn main() -> ExitCode {
         Command::Repair(args) => repair::run(&ctx, args),
         Command::Dashboard(args) => dashboard::run(&ctx, args),
         Command::Report(args) => report::run(&ctx, args),
+        Command::Watch(args) => watch::run(&ctx, args),
+        Command::Schedule(args) => schedule::run(&ctx, args),
     };
     let code = match &result {
         Ok(exit) => ExitCode::from(*exit as u8),
         Err(err) => report_error(err),
     };
-    match record_audit(&ctx, command, &result) {
-        Ok(()) => code,
+    let audited = record_audit(&ctx, command, &result);
+    // After the audit entry, so an alert about this operation can point at it.
+    alerts::after_command(
+        &ctx,
+        command,
+        audited.as_ref().ok().and_then(Option::as_ref),
+    );
+    match audited {
+        Ok(_) => code,
         Err(err) => {
             // An operation that cannot be audited is not silently "done".
             report_error(
@@ -246,9 +268,13 @@ pub fn main() -> ExitCode {
 }
 
 /// Append the audit entry of the operation that just ended, if it wrote the shadow repository.
-fn record_audit(ctx: &Context, command: &str, result: &anyhow::Result<Exit>) -> anyhow::Result<()> {
+fn record_audit(
+    ctx: &Context,
+    command: &str,
+    result: &anyhow::Result<Exit>,
+) -> anyhow::Result<Option<mirror::audit::Entry>> {
     let Some(audit) = ctx.audit.borrow_mut().take() else {
-        return Ok(());
+        return Ok(None);
     };
     use mirror::audit::{Entry, Outcome};
     let outcome = match result {
@@ -269,7 +295,7 @@ fn record_audit(ctx: &Context, command: &str, result: &anyhow::Result<Exit>) -> 
     }
     let shadow = mirror::store::Shadow::open(&audit.shadow)?;
     mirror::audit::append(&shadow, &entry)?;
-    Ok(())
+    Ok(Some(entry))
 }
 
 /// Git runs hooks with `GIT_DIR`, `GIT_INDEX_FILE` (a temporary index during `commit -a`),
@@ -347,6 +373,7 @@ pub fn open_project_at(
     let mut project = project;
     project.keys = keys(ctx, project.config.identity_path(), &project.root);
     let shadow = project.open_shadow()?;
+    alerts::target(ctx, &project, &shadow);
     Ok((project, shadow))
 }
 

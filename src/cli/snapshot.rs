@@ -37,22 +37,22 @@ pub struct Args {
 }
 
 #[derive(serde::Serialize)]
-struct TierJson {
-    tier: String,
-    outcome: Option<Outcome>,
-    commit: Option<String>,
-    added: u64,
-    modified: u64,
-    deleted: u64,
-    files: u64,
-    bytes: u64,
-    unreadable: Vec<mirror::walk::Notice>,
-    skipped: Vec<mirror::walk::Notice>,
-    mass_delete: bool,
+pub struct TierJson {
+    pub tier: String,
+    pub outcome: Option<Outcome>,
+    pub commit: Option<String>,
+    pub added: u64,
+    pub modified: u64,
+    pub deleted: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub unreadable: Vec<mirror::walk::Notice>,
+    pub skipped: Vec<mirror::walk::Notice>,
+    pub mass_delete: bool,
     /// Treasure files recorded (encrypted).
-    critical: u64,
-    warnings: Vec<String>,
-    error: Option<String>,
+    pub critical: u64,
+    pub warnings: Vec<String>,
+    pub error: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
@@ -66,6 +66,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     }
     let options = Options {
         trailers: Vec::new(),
+        focus: Default::default(),
         tiers: args.tiers,
         message: args.message,
         trigger: args.trigger,
@@ -77,6 +78,76 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     };
     let bar = super::progress::Bar::new(ctx.quiet || args.json);
     let results = mirror::snapshot::snapshot(&project, &shadow, &options, &bar)?;
+    let (mut exit, out) = report(ctx, results, !args.json && !ctx.quiet);
+    if args.json {
+        json(&out)?;
+    }
+    ctx.audit_details(serde_json::to_value(&out)?);
+    let recorded = out.iter().any(|t| t.outcome == Some(Outcome::Recorded));
+    if let (Some(name), Exit::Ok | Exit::Partial) = (args.tag, exit) {
+        let request = mirror::milestone::Request {
+            name,
+            message: None,
+            at: None,
+        };
+        let (tagged, tag_details) = super::tag::create(ctx, &project, &shadow, &request, &bar)?;
+        ctx.audit_details(serde_json::json!({"snapshot": out, "tag": tag_details}));
+        exit = exit.worst(tagged);
+    }
+    // After the tag, so the push carries it too; a push problem never fails the snapshot.
+    if recorded && project.config.push.after_snapshot && !project.config.remotes.is_empty() {
+        if let Err(err) = auto_push(ctx, &project, &shadow, args.json) {
+            eprintln!("error: automatic push: {err:#}");
+        }
+    }
+    Ok(exit)
+}
+
+/// `push: {after_snapshot: true}`: push to every remote. A failure is reported and audited (as
+/// its own `push` entry) but does not fail the snapshot, which is recorded either way.
+pub fn auto_push(
+    ctx: &Context,
+    project: &mirror::project::Project,
+    shadow: &mirror::store::Shadow,
+    quiet_stdout: bool,
+) -> anyhow::Result<()> {
+    let reports = super::push::push_all(project, shadow, &project.config.remotes)?;
+    let exit = super::push::print_reports(ctx, &reports, quiet_stdout);
+    let outcome = match exit {
+        Exit::Ok => mirror::audit::Outcome::Ok,
+        _ => mirror::audit::Outcome::Failed,
+    };
+    let mut entry = mirror::audit::Entry::new(
+        "push",
+        vec!["push".into(), "--after-snapshot".into()],
+        outcome,
+    );
+    entry.details = serde_json::to_value(&reports)?;
+    let errors: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.remote)))
+        .collect();
+    if !errors.is_empty() {
+        super::alerts::raise(
+            ctx,
+            "push-failed",
+            format!("automatic push failed: {}", errors.join("; ")),
+            None,
+            Vec::new(),
+        );
+        entry.error = Some(errors.join("\n"));
+    }
+    mirror::audit::append(shadow, &entry)?;
+    Ok(())
+}
+
+/// Report each tier's result on stderr (warnings, errors) and, with `lines`, one stdout line
+/// per tier; returns the overall exit status and the per-tier JSON (`--json`, audit details).
+pub fn report(
+    ctx: &Context,
+    results: Vec<(String, anyhow::Result<mirror::snapshot::TierReport>)>,
+    lines: bool,
+) -> (Exit, Vec<TierJson>) {
     let mut exit = Exit::Ok;
     let mut out = Vec::new();
     for (tier, result) in results {
@@ -107,7 +178,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                     0 => String::new(),
                     n => format!("  {n} critical"),
                 };
-                if !args.json && !ctx.quiet {
+                if lines {
                     match r.outcome {
                         Outcome::Recorded => println!(
                             "{tier:<16} {id}  {}  {} files  {}{critical}",
@@ -163,57 +234,5 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             }
         }
     }
-    if args.json {
-        json(&out)?;
-    }
-    ctx.audit_details(serde_json::to_value(&out)?);
-    let recorded = out.iter().any(|t| t.outcome == Some(Outcome::Recorded));
-    if let (Some(name), Exit::Ok | Exit::Partial) = (args.tag, exit) {
-        let request = mirror::milestone::Request {
-            name,
-            message: None,
-            at: None,
-        };
-        let (tagged, tag_details) = super::tag::create(ctx, &project, &shadow, &request, &bar)?;
-        ctx.audit_details(serde_json::json!({"snapshot": out, "tag": tag_details}));
-        exit = exit.worst(tagged);
-    }
-    // After the tag, so the push carries it too; a push problem never fails the snapshot.
-    if recorded && project.config.push.after_snapshot && !project.config.remotes.is_empty() {
-        if let Err(err) = auto_push(ctx, &project, &shadow, args.json) {
-            eprintln!("error: automatic push: {err:#}");
-        }
-    }
-    Ok(exit)
-}
-
-/// `push: {after_snapshot: true}`: push to every remote. A failure is reported and audited (as
-/// its own `push` entry) but does not fail the snapshot, which is recorded either way.
-fn auto_push(
-    ctx: &Context,
-    project: &mirror::project::Project,
-    shadow: &mirror::store::Shadow,
-    quiet_stdout: bool,
-) -> anyhow::Result<()> {
-    let reports = super::push::push_all(project, shadow, &project.config.remotes)?;
-    let exit = super::push::print_reports(ctx, &reports, quiet_stdout);
-    let outcome = match exit {
-        Exit::Ok => mirror::audit::Outcome::Ok,
-        _ => mirror::audit::Outcome::Failed,
-    };
-    let mut entry = mirror::audit::Entry::new(
-        "push",
-        vec!["push".into(), "--after-snapshot".into()],
-        outcome,
-    );
-    entry.details = serde_json::to_value(&reports)?;
-    let errors: Vec<String> = reports
-        .iter()
-        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.remote)))
-        .collect();
-    if !errors.is_empty() {
-        entry.error = Some(errors.join("\n"));
-    }
-    mirror::audit::append(shadow, &entry)?;
-    Ok(())
+    (exit, out)
 }

@@ -1,0 +1,505 @@
+//! `mirror watch`
+
+use std::time::{Duration, Instant};
+
+use mirror::audit::{Entry, Outcome};
+use mirror::snapshot::{EmptyPolicy, Options};
+use mirror::watch::{classify, Msg, Pending, Seen, Watcher};
+
+use super::{open_project, Context, Exit};
+
+/// Keep the history current: snapshot when files change (after a quiet period) and in any
+/// case every --interval, until SIGINT or SIGTERM.
+///
+/// A snapshot after filesystem events re-examines only the paths the events named; the
+/// periodic one scans everything. A critical file that disappears is restored at once with
+/// `watch: {auto_restore: true}`, or raises a `critical-missing` alert. With `push:
+/// {after_snapshot: true}` it pushes after snapshots, at most once a minute.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Full snapshot at least this often (default: `schedule.interval` in mirror.yaml, or 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    interval: Option<Duration>,
+
+    /// Snapshot once the tiers were quiet this long after a change.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    debounce: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    mirror::config::parse_duration(text)
+}
+
+/// A tree that never goes quiet is still recorded this long after its first change.
+const MAX_WAIT_FACTOR: u32 = 30;
+/// Tier roots are checked this often for having been deleted, recreated or replaced.
+const ROOT_CHECK: Duration = Duration::from_secs(5);
+/// At most one automatic push per this period.
+const PUSH_EVERY: Duration = Duration::from_secs(60);
+
+struct Loop<'a> {
+    ctx: &'a Context,
+    project: mirror::project::Project,
+    shadow: mirror::store::Shadow,
+    pending: Pending,
+    /// An event named a path that no longer exists: check for missing critical files.
+    vanished: bool,
+    /// Missing critical paths already alerted about (not again until they come back).
+    alerted: std::collections::BTreeSet<String>,
+    last_push: Option<Instant>,
+    push_due: Option<Instant>,
+    exit: Exit,
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
+    let (project, shadow) = open_project(ctx)?;
+    let interval = args
+        .interval
+        .unwrap_or_else(|| project.config.schedule.interval());
+    let debounce = args.debounce;
+    let max_wait = (debounce * MAX_WAIT_FACTOR).max(Duration::from_secs(60));
+    let mut watcher = Watcher::start(&project)?;
+    let stop = watcher.sender();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if stop.send(Msg::Stop(signal)).is_err() {
+                    break;
+                }
+            }
+        })?;
+    let tiers: Vec<String> = project
+        .config
+        .tiers
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    match watcher.degraded() {
+        None => println!(
+            "watching {} tier(s): snapshot {} after a change, and every {}; Ctrl-C stops",
+            tiers.len(),
+            humantime::format_duration(debounce),
+            humantime::format_duration(interval)
+        ),
+        Some(why) => warn_degraded(why, interval),
+    }
+    let mut state = Loop {
+        ctx,
+        project,
+        shadow,
+        pending: Pending::default(),
+        vanished: false,
+        alerted: Default::default(),
+        last_push: None,
+        push_due: None,
+        exit: Exit::Ok,
+    };
+    // Whatever changed while nobody watched.
+    state.snapshot(&tiers, Default::default(), "watch");
+    let mut next_full = Instant::now() + full_period(&watcher, interval);
+    let mut next_root_check = Instant::now() + ROOT_CHECK;
+    loop {
+        let mut deadline = next_full.min(next_root_check);
+        if let Some(due) = state.pending.due(debounce, max_wait) {
+            deadline = deadline.min(due);
+        }
+        if let Some(due) = state.push_due {
+            deadline = deadline.min(due);
+        }
+        match watcher.next(deadline) {
+            Some(Msg::Stop(signal)) => {
+                println!("stopping (signal {signal})");
+                break;
+            }
+            Some(Msg::Fs(event)) => {
+                match classify(event) {
+                    Seen::Paths(paths) => state.changed(&paths),
+                    Seen::Nothing => {}
+                    Seen::Rescan => {
+                        eprintln!("warning: filesystem events were lost; the next snapshot scans everything");
+                        for t in &tiers {
+                            state.pending.whole(t, Instant::now());
+                        }
+                        state.vanished = true;
+                    }
+                    Seen::LimitReached(e) => {
+                        watcher.degrade(format!(
+                        "the kernel's limit of inotify watches was reached ({e}); raise fs.inotify.max_user_watches"
+                    ));
+                        warn_degraded(watcher.degraded().unwrap_or_default(), interval);
+                        next_full = next_full.min(Instant::now() + full_period(&watcher, interval));
+                    }
+                    Seen::Error(e) => {
+                        eprintln!("warning: file watcher: {e}; the next snapshot scans everything");
+                        for t in &tiers {
+                            state.pending.whole(t, Instant::now());
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+        let now = Instant::now();
+        if now >= next_root_check {
+            let was_degraded = watcher.degraded().is_some();
+            for root in watcher.check_roots() {
+                if let Some(t) = tier_at(&state.project, &root) {
+                    state.pending.whole(&t, now);
+                    state.vanished = true;
+                }
+            }
+            if !was_degraded {
+                if let Some(why) = watcher.degraded() {
+                    warn_degraded(why, interval);
+                    next_full = next_full.min(now + full_period(&watcher, interval));
+                }
+            }
+            next_root_check = now + ROOT_CHECK;
+        }
+        if now >= next_full {
+            state.pending = Pending::default();
+            state.vanished = true;
+            state.snapshot(&tiers, Default::default(), "watch-interval");
+            next_full = Instant::now() + full_period(&watcher, interval);
+        } else if state
+            .pending
+            .due(debounce, max_wait)
+            .is_some_and(|d| now >= d)
+        {
+            let (dirty, focus) = state.pending.take();
+            state.snapshot(&dirty, focus, "watch");
+        }
+        if state.push_due.is_some_and(|d| Instant::now() >= d) {
+            state.push();
+        }
+    }
+    // A snapshot that was due is taken before leaving; a push that was held back goes too.
+    if !state.pending.is_empty() {
+        let (dirty, focus) = state.pending.take();
+        state.snapshot(&dirty, focus, "watch");
+    }
+    if state.push_due.is_some() {
+        state.push();
+    }
+    Ok(state.exit)
+}
+
+fn full_period(watcher: &Watcher, interval: Duration) -> Duration {
+    match watcher.degraded() {
+        Some(_) => mirror::watch::fallback_period(interval),
+        None => interval,
+    }
+}
+
+fn warn_degraded(why: &str, interval: Duration) {
+    eprintln!(
+        "warning: {why}; falling back to scanning every {}",
+        humantime::format_duration(mirror::watch::fallback_period(interval))
+    );
+}
+
+/// The tier whose root is `root` (or, for an outer root, any tier below it: the first).
+fn tier_at(project: &mirror::project::Project, root: &std::path::Path) -> Option<String> {
+    project
+        .config
+        .tiers
+        .iter()
+        .find(|t| project.tier_root(t).starts_with(root))
+        .map(|t| t.name.clone())
+}
+
+impl Loop<'_> {
+    fn changed(&mut self, paths: &[std::path::PathBuf]) {
+        let now = Instant::now();
+        for path in paths {
+            if let Some((tier, rel)) = mirror::watch::locate(&self.project, &self.shadow.path, path)
+            {
+                if path.symlink_metadata().is_err() {
+                    self.vanished = true;
+                }
+                self.pending.path(&tier, rel, now);
+            }
+        }
+    }
+
+    /// Restore or report missing critical files, then snapshot `tiers` (re-examining only the
+    /// `focus` paths of the tiers it names) and log one line.
+    fn snapshot(
+        &mut self,
+        tiers: &[String],
+        focus: std::collections::HashMap<String, Vec<gix::bstr::BString>>,
+        trigger: &str,
+    ) {
+        if std::mem::take(&mut self.vanished) {
+            self.critical();
+        }
+        let started = Instant::now();
+        let outcome = self.record(tiers, focus, trigger);
+        let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        match outcome {
+            Ok((exit, out)) => {
+                self.exit = self.exit.worst(exit);
+                let parts: Vec<String> = out
+                    .iter()
+                    .map(|t| match (&t.outcome, &t.commit, &t.error) {
+                        (_, _, Some(e)) => format!("{} FAILED: {e}", t.tier),
+                        (Some(mirror::snapshot::Outcome::Recorded), Some(c), _) => format!(
+                            "{} {} +{} ~{} -{}",
+                            t.tier,
+                            &c[..7.min(c.len())],
+                            t.added,
+                            t.modified,
+                            t.deleted
+                        ),
+                        _ => format!("{} unchanged", t.tier),
+                    })
+                    .collect();
+                let recorded = out
+                    .iter()
+                    .any(|t| t.outcome == Some(mirror::snapshot::Outcome::Recorded));
+                if recorded || !self.ctx.quiet {
+                    println!(
+                        "{stamp} {trigger}: {} ({} ms)",
+                        parts.join("; "),
+                        started.elapsed().as_millis()
+                    );
+                }
+                if recorded
+                    && self.project.config.push.after_snapshot
+                    && !self.project.config.remotes.is_empty()
+                {
+                    let earliest = self.last_push.map(|t| t + PUSH_EVERY);
+                    self.push_due = Some(match earliest {
+                        Some(t) if t > Instant::now() => t,
+                        _ => Instant::now(),
+                    });
+                }
+            }
+            Err(err) => {
+                self.exit = Exit::Error;
+                eprintln!("{stamp} error: snapshot failed: {err:#}");
+                self.alert(
+                    "snapshot-failed",
+                    format!("snapshot failed: {err:#}"),
+                    None,
+                    Vec::new(),
+                );
+            }
+        }
+    }
+
+    /// Take the lock, snapshot, audit the run (success or not), alert on failure.
+    fn record(
+        &mut self,
+        tiers: &[String],
+        focus: std::collections::HashMap<String, Vec<gix::bstr::BString>>,
+        trigger: &str,
+    ) -> anyhow::Result<(Exit, Vec<super::snapshot::TierJson>)> {
+        let _lock = super::lock_shadow(&self.shadow, trigger)?;
+        let options = Options {
+            tiers: tiers.to_vec(),
+            message: None,
+            trigger: trigger.to_owned(),
+            empty: EmptyPolicy::Refuse,
+            trailers: Vec::new(),
+            focus,
+        };
+        let results = mirror::snapshot::snapshot(
+            &self.project,
+            &self.shadow,
+            &options,
+            &mirror::progress::Silent,
+        );
+        let (exit, out, error) = match results {
+            Ok(results) => {
+                let (exit, out) = super::snapshot::report(self.ctx, results, false);
+                (exit, out, None)
+            }
+            Err(e) => (Exit::Error, Vec::new(), Some(format!("{e:#}"))),
+        };
+        let outcome = match exit {
+            Exit::Ok => Outcome::Ok,
+            Exit::Partial => Outcome::Partial,
+            Exit::Error => Outcome::Failed,
+        };
+        let mut entry = Entry::new(
+            "snapshot",
+            vec!["watch".into(), "--trigger".into(), trigger.into()],
+            outcome,
+        );
+        entry.details = serde_json::to_value(&out)?;
+        let errors: Vec<String> = out
+            .iter()
+            .filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.tier)))
+            .chain(error.clone())
+            .collect();
+        if !errors.is_empty() {
+            entry.error = Some(errors.join("\n"));
+        }
+        mirror::audit::append(&self.shadow, &entry)?;
+        match outcome {
+            Outcome::Failed => self.alert(
+                "snapshot-failed",
+                format!("snapshot failed: {}", errors.join("; ")),
+                None,
+                Vec::new(),
+            ),
+            Outcome::Partial => self.alert(
+                "snapshot-partial",
+                "snapshot is partial: some files could not be read (see `mirror log`)".into(),
+                None,
+                Vec::new(),
+            ),
+            Outcome::Ok => {}
+        }
+        if let Some(e) = error {
+            anyhow::bail!(e);
+        }
+        Ok((exit, out))
+    }
+
+    /// Critical files of the latest snapshots that are gone: restored (`watch.auto_restore`)
+    /// or alerted about, once until they are back.
+    fn critical(&mut self) {
+        let missing = match mirror::status::missing_critical(&self.project, &self.shadow) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("error: could not check for missing critical files: {e:#}");
+                return;
+            }
+        };
+        let now_missing: std::collections::BTreeSet<String> = missing
+            .iter()
+            .flat_map(|(_, _, p)| p.iter().cloned())
+            .collect();
+        self.alerted.retain(|p| now_missing.contains(p));
+        for (tier, commit, paths) in missing {
+            if self.project.config.watch.auto_restore {
+                self.restore(&tier, commit, paths);
+                continue;
+            }
+            let new: Vec<String> = paths
+                .into_iter()
+                .filter(|p| !self.alerted.contains(p))
+                .collect();
+            if new.is_empty() {
+                continue;
+            }
+            eprintln!(
+                "{} CRITICAL: {} file(s) of tier {tier} are gone: {} (restore: mirror restore --missing --tier {tier})",
+                chrono::Local::now().format("%Y-%m-%d %H:%M:%S"),
+                new.len(),
+                new.join(", ")
+            );
+            self.alerted.extend(new.iter().cloned());
+            self.alert(
+                "critical-missing",
+                format!("{} critical file(s) of tier {tier} disappeared", new.len()),
+                Some(&tier),
+                new,
+            );
+        }
+    }
+
+    fn restore(&mut self, tier: &str, commit: gix::ObjectId, paths: Vec<String>) {
+        let request = mirror::checkout::Request {
+            target: super::restore::target(Some(commit.to_string())),
+            tiers: vec![tier.to_owned()],
+            to: None,
+            paths: paths.iter().map(std::path::PathBuf::from).collect(),
+            force: false,
+            missing_only: true,
+            skip_encrypted: false,
+        };
+        let result = super::lock_shadow(&self.shadow, "restore").and_then(|_lock| {
+            mirror::checkout::checkout(
+                &self.project,
+                &self.shadow,
+                &request,
+                &mirror::progress::Silent,
+            )
+        });
+        let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        let mut entry = Entry::new(
+            "restore",
+            vec![
+                "watch".into(),
+                "--missing".into(),
+                "--tier".into(),
+                tier.into(),
+            ],
+            Outcome::Ok,
+        );
+        match &result {
+            Ok(report) => {
+                let written: u64 = report.restored.iter().map(|r| r.written).sum();
+                println!(
+                    "{stamp} restored {written} critical file(s) of tier {tier} from {}: {}",
+                    commit.to_hex_with_len(7),
+                    paths.join(", ")
+                );
+                entry.details = serde_json::json!({ "restored": report.restored, "paths": paths });
+                super::checkout::print_warnings(report);
+                if report
+                    .restored
+                    .iter()
+                    .any(|r| super::checkout::report_problems(r) != Exit::Ok)
+                {
+                    entry.result = Outcome::Partial;
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "{stamp} error: could not restore the critical files of tier {tier}: {e:#}"
+                );
+                entry.result = Outcome::Failed;
+                entry.error = Some(format!("{e:#}"));
+                self.exit = Exit::Error;
+                self.alert(
+                    "critical-missing",
+                    format!("critical files of tier {tier} disappeared and could not be restored: {e:#}"),
+                    Some(tier),
+                    paths.clone(),
+                );
+            }
+        }
+        if let Err(e) = mirror::audit::append(&self.shadow, &entry) {
+            eprintln!("error: could not audit the restore: {e:#}");
+        }
+    }
+
+    fn push(&mut self) {
+        self.push_due = None;
+        self.last_push = Some(Instant::now());
+        let _lock = match super::lock_shadow(&self.shadow, "push") {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: automatic push: {e:#}");
+                return;
+            }
+        };
+        // The same path as `mirror snapshot` with after_snapshot: reported, audited, alerted.
+        if let Err(e) = super::snapshot::auto_push(self.ctx, &self.project, &self.shadow, false) {
+            eprintln!("error: automatic push: {e:#}");
+        }
+        // auto_push raises its alert for delivery at the end of a command; a watch does not
+        // end, so deliver now.
+        let raised: Vec<_> = self.ctx.alerts.borrow_mut().drain(..).collect();
+        for mut alert in raised {
+            alert.source = "watch".into();
+            super::alerts::send_now(self.ctx, alert);
+        }
+    }
+
+    fn alert(&self, event: &str, message: String, tier: Option<&str>, paths: Vec<String>) {
+        let mut alert = mirror::alert::Alert::new(event, "watch", &self.project.root, message);
+        alert.tier = tier.map(str::to_owned);
+        alert.paths = paths;
+        super::alerts::send_now(self.ctx, alert);
+    }
+}
