@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -130,11 +130,9 @@ impl Watcher {
     /// Wait for the next message until `deadline`; `None` when it passed.
     pub fn next(&self, deadline: Instant) -> Option<Msg> {
         let wait = deadline.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(wait) {
-            Ok(msg) => Some(msg),
-            // The watcher holds a sender, so the channel never disconnects while we live.
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        // The watcher holds a sender, so the channel never disconnects while we live: an
+        // error is the deadline passing.
+        self.rx.recv_timeout(wait).ok()
     }
 
     /// Why events are not available, if they are not.
