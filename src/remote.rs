@@ -522,11 +522,36 @@ pub struct RemoteStatus {
     pub error: Option<String>,
 }
 
+/// `url` with the password of a `scheme://user:password@host/...` URL (and the user name of an
+/// `http(s)://TOKEN@host` one) replaced by `***`, for
+/// showing (status output, the dashboard, a mailed report); git itself hides it likewise.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => {
+                format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+            }
+            // `https://TOKEN@host` is how access tokens are often given; an ssh user name
+            // (`ssh://git@host`) is no secret.
+            None if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http") => {
+                format!("{scheme}://***@{host}{}", &rest[authority_end..])
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// Compare the remote's tier branches (asked now) with the shadow's.
 pub fn status(shadow: &Shadow, remote: &Remote, root: &Path) -> RemoteStatus {
     let mut status = RemoteStatus {
         remote: remote.name.clone(),
-        url: remote.url.clone(),
+        url: redact_url(&remote.url),
         state: State::Unreachable,
         behind: 0,
         ahead: 0,
@@ -673,5 +698,26 @@ mod tests {
             Location::parse("./a:b", root),
             Location::Local("/p/./a:b".into())
         );
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn only_the_password_of_a_url_is_hidden() {
+        assert_eq!(
+            redact_url("https://alice:s3cret@example.com/repo.git"),
+            "https://alice:***@example.com/repo.git"
+        );
+        assert_eq!(
+            redact_url("https://token@example.com/r.git"),
+            "https://***@example.com/r.git"
+        );
+        assert_eq!(redact_url("ssh://git@host/r.git"), "ssh://git@host/r.git");
+        assert_eq!(redact_url("git@host:path/r.git"), "git@host:path/r.git");
+        assert_eq!(redact_url("/srv/backup.git"), "/srv/backup.git");
+        assert_eq!(redact_url("ssh://u:p@h:22/x@y"), "ssh://u:***@h:22/x@y");
     }
 }

@@ -472,11 +472,14 @@ impl EntryReader<'_> {
             Mode::File
         };
         let mut not_compared = None;
-        if treasure && self.store == Store::HashOnly && self.keys.is_withheld() {
+        // Only where timestamps have sub-second precision (a non-zero nanosecond part): with
+        // whole seconds, a same-size edit in the snapshot's second leaves the stat identical.
+        let fine_clock = stat.mtime_ns % 1_000_000_000 != 0;
+        if treasure && self.store == Store::HashOnly && self.keys.is_withheld() && fine_clock {
             // A view that must not decrypt (the dashboard): stat data identical to the
-            // snapshot's counts as unchanged, even inside the racy window where `status`
-            // decrypts to be sure. Otherwise a treasure saved just before a snapshot would
-            // show as modified until the next one.
+            // snapshot's, nanoseconds included, counts as unchanged, even inside the racy
+            // window where `status` decrypts to be sure. Otherwise a treasure saved just
+            // before a snapshot would show as modified until the next one.
             let same = self
                 .prev
                 .cache

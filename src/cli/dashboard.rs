@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let bound = listener.local_addr()?;
     if !args.bind.is_loopback() {
         eprintln!(
-            "warning: listening on {bound}: anyone who can reach this address sees the project's file names, tier paths and remote URLs (there is no login); the default --bind 127.0.0.1 keeps it to this machine"
+            "warning: listening on {bound}: anyone who can reach this address sees the project's file names, tier paths and remote URLs (there is no login; requests must name the server by IP address); the default --bind 127.0.0.1 keeps it to this machine"
         );
     }
     let url = match bound.ip() {
@@ -59,7 +59,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             refresh_secs: args.refresh,
             stale_after: std::time::Duration::from_secs(5),
             remotes_every: std::time::Duration::from_secs(60),
-            loopback_only: args.bind.is_loopback(),
         },
     )?;
     Ok(Exit::Ok)

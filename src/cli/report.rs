@@ -34,8 +34,13 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         std::io::stdout().lock().write_all(text.as_bytes())?;
     } else {
         let path = ctx.cwd.join(&args.html);
-        // Whole or not at all: a mail job reading the file never sees half a page.
-        mirror::store::write_atomically(&path, text.as_bytes())?;
+        match std::fs::symlink_metadata(&path) {
+            // A symlink, a device (`/dev/stdout`), a fifo: written through, never replaced.
+            Ok(md) if !md.file_type().is_file() => std::fs::write(&path, text.as_bytes())
+                .map_err(|e| anyhow::anyhow!("could not write {}: {e}", path.display()))?,
+            // Whole or not at all: a mail job reading the file never sees half a page.
+            _ => mirror::store::write_atomically(&path, text.as_bytes())?,
+        }
         if !ctx.quiet {
             println!("wrote {}", path.display());
         }

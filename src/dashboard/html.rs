@@ -9,7 +9,7 @@ use crate::history::format_local;
 use crate::remote::State;
 use crate::units::{age, bytes};
 
-use super::{rfc3339_secs, Dashboard, Local, TierView, TIMELINE_DAYS};
+use super::{rfc3339_secs, Dashboard, Local, TierView, AUDIT_SCAN, TIMELINE_DAYS};
 
 /// The live page's script: it refreshes `<main id="dash">` from `/fragment`.
 pub const SCRIPT: &str = include_str!("dashboard.js");
@@ -240,7 +240,7 @@ fn timeline(out: &mut String, d: &Dashboard) {
     let start = end - TIMELINE_DAYS * 86_400;
     // Room on the right for the "now" label.
     let plot = WIDTH - LABEL - 40.0;
-    let x = |t: i64| LABEL + plot * ((t - start).max(0) as f64) / ((end - start) as f64);
+    let x = |t: i64| LABEL + plot * ((t.clamp(start, end) - start) as f64) / ((end - start) as f64);
     let height = TOP + ROW * l.tiers.len().max(1) as f64 + 6.0;
     let _ = write!(
         out,
@@ -413,10 +413,15 @@ fn remotes(out: &mut String, d: &Dashboard) {
             },
         };
         let pushes = l.pushes.get(name);
+        let never = if l.audit_complete {
+            "never".to_owned()
+        } else {
+            format!("not among the newest {AUDIT_SCAN} audit entries")
+        };
         let last_ok = pushes
             .and_then(|p| p.last_ok.as_ref())
             .map(|p| seen_time(&p.time))
-            .unwrap_or_else(|| "never".to_owned());
+            .unwrap_or_else(|| never.clone());
         let attempt = match pushes.and_then(|p| p.last_attempt.as_ref()) {
             Some(p) => format!(
                 "{} · {}{}",
@@ -427,7 +432,7 @@ fn remotes(out: &mut String, d: &Dashboard) {
                     .map(|e| format!(": {}", first_line(e)))
                     .unwrap_or_default()
             ),
-            None => "never".to_owned(),
+            None => never.clone(),
         };
         let _ = writeln!(
             out,
@@ -446,8 +451,14 @@ fn remotes(out: &mut String, d: &Dashboard) {
 fn verify(out: &mut String, d: &Dashboard) {
     out.push_str("<section id=\"verify\">\n<h2>Integrity</h2>\n");
     match &d.local.last_verify {
-        None => {
+        None if d.local.audit_complete => {
             out.push_str("<p class=\"warn\">Never verified — run <code>mirror verify</code>.</p>\n")
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "<p class=\"warn\">No verify among the newest {AUDIT_SCAN} audit entries — run <code>mirror verify</code>.</p>"
+            );
         }
         Some(v) => {
             let details = &v.entry.details;

@@ -32,6 +32,8 @@ pub const TIMELINE_MAX: usize = 2000;
 pub const AUDIT_SCAN: usize = 2000;
 /// Failures and milestones listed on the page.
 pub const LIST_MAX: usize = 20;
+/// A time this far ahead of the clock is not believed (clock skew between machines).
+pub const FUTURE_SLACK: i64 = 300;
 
 /// Why a dashboard never decrypts; shown where a treasure could not be compared.
 const NO_DECRYPT: &str = "the dashboard never decrypts";
@@ -57,6 +59,9 @@ pub struct Local {
     pub last_verify: Option<Recorded>,
     /// Parts that could not be read (each shown on the page, never skipped silently).
     pub errors: Vec<String>,
+    /// The whole audit trail was read (else only the newest [`AUDIT_SCAN`] entries: "never"
+    /// means "not among those").
+    pub audit_complete: bool,
     /// The configured remotes (name, url), in order.
     pub remotes: Vec<(String, String)>,
 }
@@ -71,6 +76,8 @@ pub struct TierView {
     pub age_secs: Option<i64>,
     /// Never covered, or not within the interval.
     pub overdue: bool,
+    /// The last snapshot is dated ahead of this machine's clock (skew): not believed.
+    pub future: bool,
     /// Snapshots of the last [`TIMELINE_DAYS`] days, newest first.
     pub timeline: Vec<history::Snapshot>,
 }
@@ -137,7 +144,8 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
             Vec::new()
         }
     };
-    let checked_by_audit = last_checked(&entries);
+    let checked_by_audit = last_checked(&entries, now + FUTURE_SLACK);
+    let audit_complete = entries.len() < AUDIT_SCAN;
     let tags = history::tags_by_commit(shadow).unwrap_or_else(|e| {
         errors.push(format!("tags: {e:#}"));
         HashMap::new()
@@ -161,13 +169,18 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
             },
             None => None,
         };
+        let future = st
+            .last
+            .as_ref()
+            .is_some_and(|l| l.time > now + FUTURE_SLACK);
         let checked = st
             .last
             .as_ref()
             .map(|l| l.time)
+            .filter(|_| !future)
             .max(checked_by_audit.get(&st.tier).copied());
         let age_secs = checked.map(|t| (now - t).max(0));
-        let overdue = age_secs.is_none_or(|age| age as u64 > interval_secs);
+        let overdue = future || age_secs.is_none_or(|age| age as u64 > interval_secs);
         let timeline = match timeline(shadow, &st.tier, now - TIMELINE_DAYS * 86_400, &tags) {
             Ok(t) => t,
             Err(e) => {
@@ -181,6 +194,7 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
             checked,
             age_secs,
             overdue,
+            future,
             timeline,
         });
     }
@@ -215,8 +229,16 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
     let milestone_count = milestones.len();
     milestones.truncate(LIST_MAX);
 
+    // Totals of tips no longer current are never asked for again.
+    let tips: std::collections::HashSet<ObjectId> = tiers
+        .iter()
+        .filter_map(|t| t.status.last.as_ref().map(|l| l.id))
+        .collect();
+    memo.retain(|id, _| tips.contains(id));
+
     Ok(Local {
         generated: now,
+        audit_complete,
         project: project.root.display().to_string(),
         shadow: shadow.path.display().to_string(),
         host: crate::host::hostname(),
@@ -233,21 +255,55 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
             .config
             .remotes
             .iter()
-            .map(|r| (r.name.clone(), r.url.clone()))
+            .map(|r| (r.name.clone(), remote::redact_url(&r.url)))
             .collect(),
     })
 }
 
-/// Ask every configured remote for its state (as `mirror remote status`).
+/// Ask every configured remote for its state (as `mirror remote status`), all at once: one
+/// slow remote must not add its timeout to every other's.
 pub fn check_remotes(project: &Project, shadow: &Shadow) -> RemoteCheck {
-    RemoteCheck {
-        checked: chrono::Utc::now().timestamp(),
-        statuses: project
+    let path = shadow.path.clone();
+    // Threads get only what is shareable: the root, not the project (its keys are not).
+    let root = &project.root;
+    let statuses = std::thread::scope(|scope| {
+        let handles: Vec<_> = project
             .config
             .remotes
             .iter()
-            .map(|r| remote::status(shadow, r, &project.root))
-            .collect(),
+            .map(|r| {
+                let path = &path;
+                scope.spawn(move || match Shadow::open(path) {
+                    Ok(own) => remote::status(&own, r, root),
+                    Err(e) => RemoteStatus {
+                        remote: r.name.clone(),
+                        url: remote::redact_url(&r.url),
+                        state: State::Unreachable,
+                        behind: 0,
+                        ahead: 0,
+                        error: Some(format!("could not open the shadow repository: {e:#}")),
+                    },
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&project.config.remotes)
+            .map(|(h, r)| {
+                h.join().unwrap_or_else(|_| RemoteStatus {
+                    remote: r.name.clone(),
+                    url: remote::redact_url(&r.url),
+                    state: State::Unreachable,
+                    behind: 0,
+                    ahead: 0,
+                    error: Some("the check of this remote crashed".into()),
+                })
+            })
+            .collect()
+    });
+    RemoteCheck {
+        checked: chrono::Utc::now().timestamp(),
+        statuses,
     }
 }
 
@@ -288,16 +344,18 @@ fn timeline(
 ) -> Result<Vec<history::Snapshot>> {
     let mut out = Vec::new();
     let mut next = shadow.tier_tip(tier)?;
+    let mut visited = 0;
+    // Not stopped at the first old snapshot: after a clock jump backwards, newer ones follow.
     while let Some(id) = next {
-        if out.len() >= TIMELINE_MAX {
+        if visited >= TIMELINE_MAX {
             break;
         }
+        visited += 1;
         let mut snap = history::decode(shadow, id)?;
-        if snap.time < since {
-            break;
+        if snap.time >= since {
+            snap.tags = tags.get(&id).cloned().unwrap_or_default();
+            out.push(snap);
         }
-        snap.tags = tags.get(&id).cloned().unwrap_or_default();
-        out.push(snap);
         next = shadow
             .repo
             .find_commit(id)?
@@ -344,7 +402,7 @@ fn pushes(entries: &[Recorded]) -> BTreeMap<String, Pushes> {
 /// Per tier, the time of the newest snapshot run that recorded it or found it unchanged.
 /// Snapshot entries carry one `{tier, outcome, ...}` per tier in `details` (`mirror snapshot`),
 /// `details.snapshot` (`snapshot --tag`, hooks).
-fn last_checked(entries: &[Recorded]) -> BTreeMap<String, i64> {
+fn last_checked(entries: &[Recorded], latest_believed: i64) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for e in entries {
         let details = &e.entry.details;
@@ -354,7 +412,7 @@ fn last_checked(entries: &[Recorded]) -> BTreeMap<String, i64> {
         let Some(tiers) = tiers else {
             continue;
         };
-        let Some(time) = rfc3339_secs(&e.entry.time) else {
+        let Some(time) = rfc3339_secs(&e.entry.time).filter(|&t| t <= latest_believed) else {
             continue;
         };
         for t in tiers {
@@ -388,7 +446,13 @@ impl Dashboard<'_> {
             if t.status.missing {
                 out.push(format!("tier {name}: its directory is missing"));
             }
+            if t.future {
+                out.push(format!(
+                    "tier {name}: its last snapshot is dated in the future (a clock was wrong; check `mirror audit verify`)"
+                ));
+            }
             match t.age_secs {
+                None if t.future => {}
                 None => out.push(format!("tier {name}: no snapshot yet")),
                 Some(age) if t.overdue => out.push(format!(
                     "tier {name}: last covered by a snapshot {} ago (expected every {})",
@@ -480,7 +544,7 @@ mod tests {
                 entry,
             })
             .collect();
-        let checked = last_checked(&entries);
+        let checked = last_checked(&entries, i64::MAX);
         assert_eq!(
             checked.get("a"),
             rfc3339_secs("2026-11-27T10:00:00+00:00").as_ref()

@@ -23,6 +23,13 @@ use super::{Dashboard, Local, RemoteCheck, TotalsMemo};
 use crate::audit::Recorded;
 use crate::history::Snapshot;
 
+/// After SIGINT/SIGTERM, open requests get this long before the server exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// `/api/remotes` waits at most this long for the first check of the remotes.
+const REMOTES_WAIT: Duration = Duration::from_secs(30);
+/// Remotes are asked only while someone looked at the page or the API this recently.
+const REMOTES_WANTED_FOR: Duration = Duration::from_secs(300);
+
 /// `mirror log --json` and `mirror log --audit --json` list this many by default.
 const API_LIST: usize = 50;
 
@@ -35,9 +42,6 @@ pub struct Settings {
     pub stale_after: Duration,
     /// Remotes are asked again this often.
     pub remotes_every: Duration,
-    /// Only answer requests whose `Host` names this loopback address and port: a web page
-    /// elsewhere that rebinds its DNS name to 127.0.0.1 must not read the dashboard.
-    pub loopback_only: bool,
 }
 
 /// Everything the handlers share.
@@ -48,6 +52,8 @@ struct Shared {
     memo: Mutex<TotalsMemo>,
     remotes: Mutex<Option<Result<Arc<RemoteCheck>, String>>>,
     remotes_ready: Condvar,
+    /// When the page or the remotes API was last requested.
+    last_wanted: Mutex<Instant>,
 }
 
 /// One gathering: the page's data and the API's lists, or why it failed.
@@ -104,22 +110,32 @@ impl Shared {
     /// The remotes' state, waiting for the first check if it has not finished yet (each
     /// remote is bounded by the git timeout, so this wait is too).
     fn remotes_wait(&self) -> Result<Arc<RemoteCheck>, String> {
+        self.wanted();
         let guard = lock(&self.remotes);
-        let bound = crate::remote::timeout() * 2 + Duration::from_secs(60);
         let (guard, _) = self
             .remotes_ready
-            .wait_timeout_while(guard, bound, |r| r.is_none())
+            .wait_timeout_while(guard, REMOTES_WAIT, |r| r.is_none())
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         guard.clone().unwrap_or_else(|| {
             Err(format!(
-                "the remotes did not answer within {} s",
-                bound.as_secs()
+                "the remotes have not answered yet (waited {} s); try again later",
+                REMOTES_WAIT.as_secs()
             ))
         })
     }
 
+    /// Someone looked: keep the remotes' state fresh for a while.
+    fn wanted(&self) {
+        *lock(&self.last_wanted) = Instant::now();
+    }
+
     fn check_remotes_forever(self: Arc<Self>) {
         loop {
+            if lock(&self.last_wanted).elapsed() > REMOTES_WANTED_FOR {
+                // Nobody is looking: no logins on the remotes every minute for nothing.
+                std::thread::sleep(Duration::from_secs(5));
+                continue;
+            }
             let check = super::open(&self.settings.root)
                 .map(|(project, shadow)| Arc::new(super::check_remotes(&project, &shadow)))
                 .map_err(|e| format!("{e:#}"));
@@ -130,6 +146,7 @@ impl Shared {
     }
 
     fn render(&self, fragment: bool) -> Response {
+        self.wanted();
         let data = match self.data() {
             Ok(d) => d,
             Err(e) => return failure_page(&e),
@@ -269,10 +286,10 @@ fn router(shared: Arc<Shared>) -> Router {
 /// Refuse requests for other host names (DNS rebinding) and add headers that keep a browser
 /// from running or framing anything the page did not come with.
 async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let mut response = if shared.settings.loopback_only && !host_allowed(&request, shared.addr) {
+    let mut response = if !host_allowed(&request, shared.addr) {
         (
             StatusCode::MISDIRECTED_REQUEST,
-            "this dashboard answers only to its loopback address\n",
+            "this dashboard answers only to requests naming it by IP address or localhost\n",
         )
             .into_response()
     } else {
@@ -295,6 +312,9 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     response
 }
 
+/// A request is answered only when its `Host` names this server by an IP address or
+/// `localhost`, with the port it listens on. A page that rebinds its own DNS name to this
+/// machine sends that name, and is refused; naming the server by IP is what a person does.
 fn host_allowed(request: &Request, addr: SocketAddr) -> bool {
     let Some(host) = request
         .headers()
@@ -303,18 +323,18 @@ fn host_allowed(request: &Request, addr: SocketAddr) -> bool {
     else {
         return false;
     };
-    let port = addr.port();
-    let mut allowed = vec![
-        format!("127.0.0.1:{port}"),
-        format!("localhost:{port}"),
-        format!("[::1]:{port}"),
-        addr.to_string(),
-    ];
-    if port == 80 {
-        // Browsers leave the default port out of `Host`.
-        allowed.extend(["127.0.0.1", "localhost", "[::1]"].map(String::from));
+    let (name, port) = match host.rsplit_once(':') {
+        // `[::1]:8080` or `127.0.0.1:8080`; a bare `[::1]` has its colons inside brackets.
+        Some((name, port)) if !port.contains(']') => (name, port.parse::<u16>().ok()),
+        _ => (host, None),
+    };
+    // Browsers leave the default port out.
+    let port = port.or((addr.port() == 80).then_some(80));
+    if port != Some(addr.port()) {
+        return false;
     }
-    allowed.iter().any(|a| host.eq_ignore_ascii_case(a))
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Serve on `listener` until SIGINT or SIGTERM.
@@ -332,6 +352,8 @@ pub fn serve(listener: std::net::TcpListener, settings: Settings) -> Result<()> 
         memo: Mutex::new(TotalsMemo::new()),
         remotes: Mutex::new(None),
         remotes_ready: Condvar::new(),
+        // The first check runs at once: the page is usually opened right after starting.
+        last_wanted: Mutex::new(Instant::now()),
     });
     {
         let shared = shared.clone();
@@ -348,10 +370,20 @@ pub fn serve(listener: std::net::TcpListener, settings: Settings) -> Result<()> 
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)
             .context("could not hand the socket to the runtime")?;
-        axum::serve(listener, router(shared))
-            .with_graceful_shutdown(shutdown())
-            .await
-            .context("the dashboard server failed")
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, router(shared)).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        tokio::select! {
+            result = server => result.context("the dashboard server failed"),
+            // Open requests get a moment to finish; a client that never finishes sending (or
+            // a request waiting for a hung remote) must not keep the process alive.
+            () = async {
+                shutdown().await;
+                let _ = stop.send(());
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => Ok(()),
+        }
     });
     // A request still waiting for a slow remote must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -384,13 +416,14 @@ mod tests {
     }
 
     #[test]
-    fn only_the_loopback_names_of_the_bound_port_are_answered() {
+    fn only_ip_literals_and_localhost_with_the_bound_port_are_answered() {
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         for ok in [
             "127.0.0.1:8080",
             "localhost:8080",
             "LOCALHOST:8080",
             "[::1]:8080",
+            "192.168.1.5:8080",
         ] {
             assert!(host_allowed(&with_host(ok), addr), "{ok}");
         }
@@ -400,6 +433,9 @@ mod tests {
             "127.0.0.1",
             "localhost",
             "",
+            "localhost.:8080",
+            "127.0.0.1.evil:8080",
+            "127.0.0.1:8080.evil",
         ] {
             assert!(!host_allowed(&with_host(bad), addr), "{bad}");
         }
@@ -413,9 +449,10 @@ mod tests {
     #[test]
     fn on_port_80_a_host_without_port_is_answered() {
         // Browsers leave the default port out of `Host`.
-        let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let addr: SocketAddr = "0.0.0.0:80".parse().unwrap();
         assert!(host_allowed(&with_host("127.0.0.1"), addr));
         assert!(host_allowed(&with_host("localhost"), addr));
+        assert!(host_allowed(&with_host("[::1]"), addr));
         assert!(!host_allowed(&with_host("evil.example"), addr));
     }
 }

@@ -849,6 +849,14 @@ fn bind_to_all_addresses_warns_that_names_are_exposed_and_the_default_does_not()
     let open = Server::start(&env, &["--bind", "0.0.0.0"]);
     assert!(open.url.starts_with("http://127.0.0.1:"), "{}", open.url);
     open.api("/api/status");
+    // Bound to every address, a rebinding page (its own DNS name) is still refused.
+    let r = http(
+        open.port,
+        "GET",
+        "/api/status",
+        &format!("attacker.example:{}", open.port),
+    );
+    assert_eq!(r.status, 421, "{r:?}");
     let err = open.stop();
     assert!(
         err.lines()
@@ -1219,4 +1227,91 @@ fn headless_chromium_renders_every_tier_and_the_chart_and_the_script_refreshes()
     let data = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
     assert!(data.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
     assert!(data.len() > 10 * 1024, "{} bytes", data.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// review findings
+
+// Proves: a password or token in a remote URL never reaches the page, the API, the report or
+// `mirror remote status --json`.
+#[test]
+fn remote_url_secrets_are_hidden_everywhere_they_are_shown() {
+    let env = project();
+    env.ok(&[
+        "remote",
+        "add",
+        "nas",
+        "https://alice:s3cret-pw@127.0.0.1:9/backup.git",
+    ]);
+    env.ok(&[
+        "remote",
+        "add",
+        "hub",
+        "https://tok3n-value@127.0.0.1:9/b.git",
+    ]);
+    let cli = env.mirror(&["remote", "status", "--json"]);
+    let server = Server::start(&env, &[]);
+    let api = server.get("/api/remotes");
+    let page = server.page("/");
+    let report = env.root().join("r.html");
+    env.ok(&["report", "--html", report.to_str().unwrap()]);
+    let report = std::fs::read_to_string(report).unwrap();
+    for (what, text) in [
+        ("remote status --json", stdout(&cli)),
+        ("/api/remotes", api.body.clone()),
+        ("/", page.clone()),
+        ("report", report),
+    ] {
+        assert!(
+            !text.contains("s3cret-pw"),
+            "{what} shows the password:\n{text}"
+        );
+        assert!(
+            !text.contains("tok3n-value"),
+            "{what} shows the token:\n{text}"
+        );
+        assert!(text.contains("alice:***@127.0.0.1:9"), "{what}:\n{text}");
+    }
+}
+
+// Proves: `report --html` through a symlink writes the file it points to and keeps the link.
+#[test]
+fn report_through_a_symlink_keeps_the_link() {
+    let env = project();
+    let target = env.root().join("real.html");
+    std::fs::write(&target, "old").unwrap();
+    let link = env.root().join("link.html");
+    symlink(&target, &link);
+    env.ok(&["report", "--no-remotes", "--html", link.to_str().unwrap()]);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link is still a link"
+    );
+    let written = std::fs::read_to_string(&target).unwrap();
+    assert!(written.contains("<svg id=\"timeline\""), "{written}");
+}
+
+// Proves: SIGINT ends the server even while a client holds a half-sent request open.
+#[test]
+fn sigint_stops_the_server_despite_a_half_sent_request() {
+    let env = project();
+    let mut server = Server::start(&env, &[]);
+    server.page("/");
+    let mut stuck = connect(server.port);
+    stuck
+        .write_all(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let pid = server.proc.child.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child; no memory is touched.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+    let status = server
+        .proc
+        .wait_bounded(Duration::from_secs(30), "dashboard after SIGINT");
+    assert!(status.success(), "{status:?}");
+    drop(stuck);
 }
