@@ -84,6 +84,27 @@ pub fn deliver(settings: &Alerts, root: &Path, alert: &Alert) -> Option<Delivery
     })
 }
 
+/// Paths in `MIRROR_ALERT_PATHS`, at most this many (one variable is limited to 128 KiB; the
+/// JSON on stdin has them all).
+const PATHS_IN_VARIABLE: usize = 100;
+
+fn paths_variable(paths: &[String]) -> String {
+    let mut text = paths
+        .iter()
+        .take(PATHS_IN_VARIABLE)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if paths.len() > PATHS_IN_VARIABLE {
+        text.push_str(&format!(
+            "\n... and {} more (all of them are in the JSON on stdin)",
+            paths.len() - PATHS_IN_VARIABLE
+        ));
+    }
+    // A single path longer than the kernel allows for a variable is cut too.
+    text.chars().take(64 * 1024).collect()
+}
+
 fn run(command: &str, root: &Path, alert: &Alert) -> Result<Delivery> {
     use std::os::unix::process::CommandExt;
     let json = serde_json::to_string(alert)?;
@@ -99,7 +120,10 @@ fn run(command: &str, root: &Path, alert: &Alert) -> Result<Delivery> {
         .env("MIRROR_ALERT_TIME", &alert.time)
         .env("MIRROR_ALERT_SOURCE", &alert.source)
         .env("MIRROR_ALERT_TIER", alert.tier.as_deref().unwrap_or(""))
-        .env("MIRROR_ALERT_PATHS", alert.paths.join("\n"))
+        .env("MIRROR_ALERT_PATHS", paths_variable(&alert.paths))
+        // Secrets of this mirror process are not the alert command's business.
+        .env_remove("MIRROR_PASSPHRASE")
+        .env_remove("MIRROR_IDENTITY")
         .stdin(Stdio::piped())
         .stdout(output.try_clone()?)
         .stderr(output.try_clone()?)
@@ -175,6 +199,23 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(parsed["event"], "critical-missing");
         assert_eq!(parsed["paths"][1], "b/.hidden");
+    }
+
+    #[test]
+    fn thousands_of_paths_still_start_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut alert = Alert::new("critical-missing", "watch", dir.path(), "gone".into());
+        alert.paths = (0..6000)
+            .map(|i| format!("tier/.hidden/{i:0>40}"))
+            .collect();
+        let d = deliver(
+            &settings(r#"printf '%s' "$MIRROR_ALERT_PATHS" | tail -n 1; wc -c >&2"#),
+            dir.path(),
+            &alert,
+        )
+        .unwrap();
+        assert!(d.ok, "{d:?}");
+        assert!(d.output.contains("and 5900 more"), "{d:?}");
     }
 
     #[test]

@@ -339,6 +339,7 @@ pub fn checkout(
             current_mtimes: &current_mtimes,
             scopes: &sel.scopes,
             umask,
+            no_replace: request.missing_only,
         };
         plan.run(&mut restore, progress).with_context(|| {
             format!(
@@ -564,6 +565,9 @@ struct Plan<'a> {
     current_mtimes: &'a Mtimes,
     scopes: &'a [BString],
     umask: u32,
+    /// Never replace a file that appeared meanwhile (`--missing`: only what is missing is
+    /// written, so a file recreated by someone else between the check and the write wins).
+    no_replace: bool,
 }
 
 fn kind(mode: Mode) -> u8 {
@@ -805,6 +809,20 @@ impl Plan<'_> {
             .write_temp(&tmp, mode, oid, meta, encrypted)
             .and_then(|()| {
                 set_mtime(&tmp, mode, meta.map(|m| m.mtime_ns))?;
+                if self.no_replace {
+                    use rustix::fs::{renameat_with, RenameFlags, CWD};
+                    return renameat_with(CWD, &tmp, CWD, &final_path, RenameFlags::NOREPLACE)
+                        .map_err(|e| match e {
+                            rustix::io::Errno::EXIST => anyhow::anyhow!(
+                                "{} appeared while it was being restored; left as it is",
+                                final_path.display()
+                            ),
+                            e => anyhow::anyhow!(
+                                "could not move into place {}: {e}",
+                                final_path.display()
+                            ),
+                        });
+                }
                 std::fs::rename(&tmp, &final_path)
                     .with_context(|| format!("could not move into place {}", final_path.display()))
             });

@@ -58,12 +58,22 @@ fn systemd_quote(text: &str) -> String {
     let escaped = text
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
-        .replace('%', "%%");
+        .replace('%', "%%")
+        // `$X` and `${X}` are environment variables to systemd.
+        .replace('$', "$$");
     format!("\"{escaped}\"")
 }
 
 /// The service text: `mirror -C ROOT watch`, restarted when it fails.
-pub fn service_text(root: &Path, mirror: &Path, interval: Option<&str>) -> String {
+pub fn service_text(root: &Path, mirror: &Path, interval: Option<&str>) -> Result<String> {
+    for p in [root, mirror] {
+        if p.to_string_lossy().contains(['\n', '\r']) {
+            anyhow::bail!(
+                "{:?} contains a line break, which a systemd unit cannot hold; use --cron",
+                p
+            );
+        }
+    }
     let mut exec = format!(
         "{} -C {} watch",
         systemd_quote(&mirror.to_string_lossy()),
@@ -72,7 +82,7 @@ pub fn service_text(root: &Path, mirror: &Path, interval: Option<&str>) -> Strin
     if let Some(i) = interval {
         exec.push_str(&format!(" --interval {}", systemd_quote(i)));
     }
-    format!(
+    Ok(format!(
         "# Written by `mirror schedule install`; removed by `mirror schedule remove`.\n\
          [Unit]\n\
          Description=mirror: keep {} backed up\n\
@@ -87,8 +97,8 @@ pub fn service_text(root: &Path, mirror: &Path, interval: Option<&str>) -> Strin
          \n\
          [Install]\n\
          WantedBy=default.target\n",
-        root.to_string_lossy().replace('%', "%%")
-    )
+        root.to_string_lossy().replace('%', "%%").replace('$', "$$")
+    ))
 }
 
 /// A single-quoted word for `sh` (cron runs its lines with `sh`).
@@ -165,13 +175,16 @@ mod tests {
     #[test]
     fn paths_are_quoted_for_their_reader() {
         let root = Path::new("/home/a b/it's 100%");
-        let text = service_text(root, Path::new("/usr/bin/mirror"), Some("30m"));
+        let text = service_text(root, Path::new("/usr/bin/mirror"), Some("30m")).unwrap();
         assert!(
             text.contains(
                 r#"ExecStart="/usr/bin/mirror" -C "/home/a b/it's 100%%" watch --interval "30m""#
             ),
             "{text}"
         );
+        let text = service_text(Path::new("/p/${HOME}"), Path::new("/m"), None).unwrap();
+        assert!(text.contains(r#"-C "/p/$${HOME}" watch"#), "{text}");
+        assert!(service_text(Path::new("/p/a\nb"), Path::new("/m"), None).is_err());
         let (line, _) = cron_line(
             root,
             Path::new("/usr/bin/mirror"),

@@ -205,8 +205,20 @@ pub fn scan_focused(
         return Ok(None);
     };
     let filters = project.filters(tier)?;
-    let focused = focus.zip(prev.cache_of_tip());
-    let walked = match focused {
+    let focused = focus.zip(prev.cache_of_tip()).map(|(paths, cache)| {
+        // Entries the last snapshot could not read carry made-up stat data (their recorded
+        // version was kept): never trusted from the cache, always looked at again.
+        let mut paths = paths.to_vec();
+        paths.extend(
+            cache
+                .entries
+                .iter()
+                .filter(|(_, e)| e.stat.ino == 0 && e.item.mode != Mode::EmptyDir)
+                .map(|(p, _)| p.clone()),
+        );
+        (paths, cache)
+    });
+    let walked = match &focused {
         Some((paths, cache)) => walk::walk_focused(&root, &filters, Some(paths))
             .map(|fresh| merge_unfocused(fresh, cache, paths, &root)),
         None => walk::walk(&root, &filters),

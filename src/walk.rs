@@ -83,6 +83,20 @@ impl Filters {
         Ok(Filters { excludes, pruned })
     }
 
+    /// Is `path` (absolute, below the project root) left out by `exclude:` patterns — itself
+    /// or through a directory above it — or inside a `.git`? For events of `mirror watch`.
+    pub fn excludes(&self, path: &Path, is_dir: bool) -> bool {
+        if path.components().any(|c| c.as_os_str() == ".git") {
+            return true;
+        }
+        !self.excludes.is_empty()
+            && path.starts_with(self.excludes.path())
+            && self
+                .excludes
+                .matched_path_or_any_parents(path, is_dir)
+                .is_ignore()
+    }
+
     fn keep(&self, path: &Path, is_dir: bool) -> bool {
         if path.file_name().is_some_and(|n| n == ".git") {
             return false;

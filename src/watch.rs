@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -70,10 +70,8 @@ pub fn classify(event: notify::Result<notify::Event>) -> Seen {
 /// The inotify watches over the tier roots.
 pub struct Watcher {
     inner: Option<notify::RecommendedWatcher>,
-    tx: Sender<Msg>,
-    rx: Receiver<Msg>,
     /// The outermost tier roots (nested tiers are covered by their parent's watch), with the
-    /// identity (device, inode) of the directory watched, `None` while it is missing.
+    /// identity (device, inode) of the directory last seen there, `None` while it is missing.
     roots: Vec<(PathBuf, Option<(u64, u64)>)>,
     /// Why events are not being received (the caller falls back to scanning on a timer).
     degraded: Option<String>,
@@ -82,8 +80,7 @@ pub struct Watcher {
 impl Watcher {
     /// Watch every tier root of `project` (those that exist now; [`Watcher::check_roots`]
     /// picks up the others when they appear).
-    pub fn start(project: &Project) -> Result<Watcher> {
-        let (tx, rx) = channel();
+    pub fn start(project: &Project, tx: Sender<Msg>) -> Result<Watcher> {
         let mut roots: Vec<PathBuf> = project
             .config
             .tiers
@@ -100,12 +97,10 @@ impl Watcher {
         }
         let mut watcher = Watcher {
             inner: None,
-            tx,
-            rx,
             roots: outer.into_iter().map(|r| (r, None)).collect(),
             degraded: None,
         };
-        let sender = watcher.tx.clone();
+        let sender = tx;
         let inner = notify::RecommendedWatcher::new(
             move |event| {
                 // The loop may have ended; then nobody needs the event.
@@ -120,19 +115,6 @@ impl Watcher {
         }
         watcher.check_roots();
         Ok(watcher)
-    }
-
-    /// A sender for messages into the loop (the signal thread uses it).
-    pub fn sender(&self) -> Sender<Msg> {
-        self.tx.clone()
-    }
-
-    /// Wait for the next message until `deadline`; `None` when it passed.
-    pub fn next(&self, deadline: Instant) -> Option<Msg> {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        // The watcher holds a sender, so the channel never disconnects while we live: an
-        // error is the deadline passing.
-        self.rx.recv_timeout(wait).ok()
     }
 
     /// Why events are not available, if they are not.
@@ -153,43 +135,46 @@ impl Watcher {
     pub fn check_roots(&mut self) -> Vec<PathBuf> {
         let mut changed = Vec::new();
         for i in 0..self.roots.len() {
-            let (root, watched) = self.roots[i].clone();
+            // Without events the periodic full scans cover everything; nothing to re-watch.
+            let Some(inner) = self.inner.as_mut() else {
+                break;
+            };
+            let (root, seen) = self.roots[i].clone();
             let now = std::fs::metadata(&root)
                 .ok()
                 .filter(|m| m.is_dir())
                 .map(|m| (m.dev(), m.ino()));
-            if now == watched {
+            if now == seen {
                 continue;
             }
             changed.push(root.clone());
-            self.roots[i].1 = None;
-            let Some(inner) = self.inner.as_mut() else {
-                continue;
-            };
+            self.roots[i].1 = now;
             // The old watch went with the old directory; a failure to remove it is expected.
             let _ = inner.unwatch(&root);
             if now.is_none() {
                 continue;
             }
             match inner.watch(&root, notify::RecursiveMode::Recursive) {
-                Ok(()) => self.roots[i].1 = now,
-                Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
-                    self.degrade(format!(
-                        "the kernel's limit of inotify watches was reached while watching {} ({e}); raise fs.inotify.max_user_watches",
-                        root.display()
-                    ));
+                Ok(()) => {}
+                // Vanished again while being watched: the next check sees it missing.
+                Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {
+                    self.roots[i].1 = None;
+                }
+                Err(e) => {
+                    let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
+                    self.degrade(if limit {
+                        format!(
+                            "the kernel's limit of inotify watches was reached while watching {} ({e}); raise fs.inotify.max_user_watches",
+                            root.display()
+                        )
+                    } else {
+                        format!("could not watch {} ({e})", root.display())
+                    });
                     break;
                 }
-                // Vanished while being watched: the next check tries again.
-                Err(_) => {}
             }
         }
         changed
-    }
-
-    /// Whether every root that exists is watched.
-    pub fn all_watched(&self) -> bool {
-        self.roots.iter().all(|(_, id)| id.is_some())
     }
 }
 
@@ -291,7 +276,19 @@ impl Pending {
 
 /// Minimal focus paths (none inside another), at most [`FOCUS_MAX`]: too many become their
 /// parent directories. `None`: the whole tier.
-fn narrow(mut paths: BTreeSet<BString>) -> Option<Vec<BString>> {
+fn narrow(paths: BTreeSet<BString>) -> Option<Vec<BString>> {
+    // A changed `.mirrorignore` changes what its whole directory records.
+    let mut paths: BTreeSet<BString> = paths
+        .into_iter()
+        .map(|p| {
+            let name = p.rsplit_str("/").next().unwrap_or(&p[..]);
+            if name == b".mirrorignore" {
+                parent(&p)
+            } else {
+                p
+            }
+        })
+        .collect();
     loop {
         if paths.iter().any(|p| p.is_empty()) {
             return None;
@@ -307,13 +304,15 @@ fn narrow(mut paths: BTreeSet<BString>) -> Option<Vec<BString>> {
         if minimal.len() <= FOCUS_MAX {
             return Some(minimal);
         }
-        paths = minimal
-            .iter()
-            .map(|p| match p.rfind_byte(b'/') {
-                Some(slash) => BString::from(&p[..slash]),
-                None => BString::default(),
-            })
-            .collect();
+        paths = minimal.iter().map(|p| parent(p)).collect();
+    }
+}
+
+/// The directory holding `path` (the empty path: the tier root).
+fn parent(path: &[u8]) -> BString {
+    match path.rfind_byte(b'/') {
+        Some(slash) => BString::from(&path[..slash]),
+        None => BString::default(),
     }
 }
 
@@ -344,6 +343,21 @@ mod tests {
         assert_eq!(focus["t"], vec![b("a.txt"), b("a/b"), b("a/bc"), b("z")]);
         assert!(!focus.contains_key("u"), "the tier root itself: whole tier");
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_changed_mirrorignore_refocuses_on_its_directory() {
+        let now = Instant::now();
+        let mut p = Pending::default();
+        p.path("t", b("d/.mirrorignore"), now);
+        p.path("t", b("d/sub/x"), now);
+        let (_, focus) = p.take();
+        assert_eq!(focus["t"], vec![b("d")]);
+        let mut p = Pending::default();
+        p.path("t", b(".mirrorignore"), now);
+        let (tiers, focus) = p.take();
+        assert_eq!(tiers, vec!["t".to_owned()]);
+        assert!(focus.is_empty(), "the root's .mirrorignore: the whole tier");
     }
 
     #[test]

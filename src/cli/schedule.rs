@@ -58,13 +58,18 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             let unit = mirror::schedule::unit(&project.root)?;
             let interval_text = interval.map(|i| humantime::format_duration(i).to_string());
             let text =
-                mirror::schedule::service_text(&project.root, &mirror, interval_text.as_deref());
+                mirror::schedule::service_text(&project.root, &mirror, interval_text.as_deref())?;
             let dir = unit.path.parent().unwrap_or(&unit.path);
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("could not create {}", dir.display()))?;
             mirror::store::write_atomically(&unit.path, text.as_bytes())?;
             println!("wrote {}", unit.path.display());
-            let steps: [&[&str]; 2] = [&["daemon-reload"], &["enable", "--now", &unit.name]];
+            // `restart`: a reinstall (a new --interval) must replace a service already running.
+            let steps: [&[&str]; 3] = [
+                &["daemon-reload"],
+                &["enable", &unit.name],
+                &["restart", &unit.name],
+            ];
             for step in steps {
                 if let Err(e) = systemctl(step) {
                     eprintln!("error: {e:#}");
@@ -90,23 +95,25 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                 );
                 return Ok(Exit::Ok);
             }
-            // Stopped before the file goes, so systemd still knows what it is stopping.
-            let stopped = systemctl(&["disable", "--now", &unit.name]);
+            // Stopped and disabled before the file goes, so systemd still knows what it is
+            // stopping; if that fails the file stays, or its `wants` link would dangle.
+            if let Err(e) = systemctl(&["disable", "--now", &unit.name]) {
+                eprintln!("error: {e:#}");
+                eprintln!(
+                    "{} is left in place; once systemd is reachable run `systemctl --user disable --now {}` and `mirror schedule remove` again",
+                    unit.path.display(),
+                    unit.name
+                );
+                return Ok(Exit::Error);
+            }
             std::fs::remove_file(&unit.path)
                 .with_context(|| format!("could not remove {}", unit.path.display()))?;
             println!("removed {}", unit.path.display());
-            let reloaded = systemctl(&["daemon-reload"]);
-            match stopped.and(reloaded) {
-                Ok(()) => Ok(Exit::Ok),
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    eprintln!(
-                        "the service file is gone; if the service still runs, stop it with:\n  systemctl --user disable --now {}",
-                        unit.name
-                    );
-                    Ok(Exit::Error)
-                }
+            if let Err(e) = systemctl(&["daemon-reload"]) {
+                eprintln!("error: {e:#}");
+                return Ok(Exit::Error);
             }
+            Ok(Exit::Ok)
         }
     }
 }

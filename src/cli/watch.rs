@@ -41,6 +41,12 @@ struct Loop<'a> {
     ctx: &'a Context,
     project: mirror::project::Project,
     shadow: mirror::store::Shadow,
+    /// Per tier, to drop events for excluded paths.
+    filters: std::collections::HashMap<String, mirror::walk::Filters>,
+    /// mirror.yaml changed and was loaded again: the watcher must be rebuilt.
+    config_changed: bool,
+    /// The last error loading mirror.yaml (reported once).
+    config_error: Option<String>,
     pending: Pending,
     /// An event named a path that no longer exists: check for missing critical files.
     vanished: bool,
@@ -58,8 +64,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         .unwrap_or_else(|| project.config.schedule.interval());
     let debounce = args.debounce;
     let max_wait = (debounce * MAX_WAIT_FACTOR).max(Duration::from_secs(60));
-    let mut watcher = Watcher::start(&project)?;
-    let stop = watcher.sender();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = Watcher::start(&project, tx.clone())?;
+    let stop = tx.clone();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -88,12 +95,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         ),
         Some(why) => warn_degraded(why, interval),
     }
+    let filters = tier_filters(&project)?;
     let mut state = Loop {
         ctx,
         project,
         shadow,
+        filters,
+        config_changed: false,
+        config_error: None,
         pending: Pending::default(),
-        vanished: false,
+        // Critical files deleted while nobody watched are found by the first snapshot.
+        vanished: true,
         alerted: Default::default(),
         last_push: None,
         push_due: None,
@@ -111,7 +123,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         if let Some(due) = state.push_due {
             deadline = deadline.min(due);
         }
-        match watcher.next(deadline) {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        // `tx` lives here, so the channel never disconnects: an error is the deadline passing.
+        match rx.recv_timeout(wait).ok() {
             Some(Msg::Stop(signal)) => {
                 println!("stopping (signal {signal})");
                 break;
@@ -148,7 +162,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         if now >= next_root_check {
             let was_degraded = watcher.degraded().is_some();
             for root in watcher.check_roots() {
-                if let Some(t) = tier_at(&state.project, &root) {
+                for t in tiers_under(&state.project, &root) {
                     state.pending.whole(&t, now);
                     state.vanished = true;
                 }
@@ -177,16 +191,37 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         if state.push_due.is_some_and(|d| Instant::now() >= d) {
             state.push();
         }
+        if std::mem::take(&mut state.config_changed) {
+            // Tiers may have come or gone: watch what the new configuration names.
+            watcher = Watcher::start(&state.project, tx.clone())?;
+            if let Some(why) = watcher.degraded() {
+                warn_degraded(why, interval);
+            }
+            next_full = Instant::now() + full_period(&watcher, interval);
+        }
     }
-    // A snapshot that was due is taken before leaving; a push that was held back goes too.
+    // Changes not recorded yet are recorded before leaving. A push that was held back is not
+    // made: a remote that does not answer must not keep a stopped watch alive.
     if !state.pending.is_empty() {
         let (dirty, focus) = state.pending.take();
         state.snapshot(&dirty, focus, "watch");
     }
     if state.push_due.is_some() {
-        state.push();
+        eprintln!("note: a push was due; run `mirror push` to send the latest snapshots");
     }
     Ok(state.exit)
+}
+
+/// Each tier's filters, to drop events for excluded paths before they cost a snapshot.
+fn tier_filters(
+    project: &mirror::project::Project,
+) -> anyhow::Result<std::collections::HashMap<String, mirror::walk::Filters>> {
+    project
+        .config
+        .tiers
+        .iter()
+        .map(|t| Ok((t.name.clone(), project.filters(t)?)))
+        .collect()
 }
 
 fn full_period(watcher: &Watcher, interval: Duration) -> Duration {
@@ -203,27 +238,38 @@ fn warn_degraded(why: &str, interval: Duration) {
     );
 }
 
-/// The tier whose root is `root` (or, for an outer root, any tier below it: the first).
-fn tier_at(project: &mirror::project::Project, root: &std::path::Path) -> Option<String> {
+/// Every tier at or below `root` (a watched root covers the tiers nested in it).
+fn tiers_under(project: &mirror::project::Project, root: &std::path::Path) -> Vec<String> {
     project
         .config
         .tiers
         .iter()
-        .find(|t| project.tier_root(t).starts_with(root))
+        .filter(|t| project.tier_root(t).starts_with(root))
         .map(|t| t.name.clone())
+        .collect()
 }
 
 impl Loop<'_> {
     fn changed(&mut self, paths: &[std::path::PathBuf]) {
         let now = Instant::now();
         for path in paths {
-            if let Some((tier, rel)) = mirror::watch::locate(&self.project, &self.shadow.path, path)
+            let Some((tier, rel)) = mirror::watch::locate(&self.project, &self.shadow.path, path)
+            else {
+                continue;
+            };
+            let md = path.symlink_metadata();
+            let is_dir = md.as_ref().is_ok_and(|m| m.is_dir());
+            if self
+                .filters
+                .get(&tier)
+                .is_some_and(|f| f.excludes(path, is_dir))
             {
-                if path.symlink_metadata().is_err() {
-                    self.vanished = true;
-                }
-                self.pending.path(&tier, rel, now);
+                continue;
             }
+            if md.is_err() {
+                self.vanished = true;
+            }
+            self.pending.path(&tier, rel, now);
         }
     }
 
@@ -235,11 +281,29 @@ impl Loop<'_> {
         focus: std::collections::HashMap<String, Vec<gix::bstr::BString>>,
         trigger: &str,
     ) {
+        let (tiers, focus) = if self.reload_config() {
+            // New patterns, excludes or tiers: every tier is looked at whole.
+            let all: Vec<String> = self
+                .project
+                .config
+                .tiers
+                .iter()
+                .map(|t| t.name.clone())
+                .collect();
+            (all, Default::default())
+        } else {
+            (tiers.to_vec(), focus)
+        };
+        let tiers = &tiers[..];
         if std::mem::take(&mut self.vanished) {
             self.critical();
         }
         let started = Instant::now();
-        let outcome = self.record(tiers, focus, trigger);
+        let (outcome, alerts) = self.record(tiers, focus, trigger);
+        // Sent after the lock is released: a slow alert command must not hold up hooks.
+        for alert in alerts {
+            super::alerts::send_now(self.ctx, alert);
+        }
         let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
         match outcome {
             Ok((exit, out)) => {
@@ -281,24 +345,89 @@ impl Loop<'_> {
                 }
             }
             Err(err) => {
+                // Alerted by `record`.
                 self.exit = Exit::Error;
                 eprintln!("{stamp} error: snapshot failed: {err:#}");
-                self.alert(
-                    "snapshot-failed",
-                    format!("snapshot failed: {err:#}"),
-                    None,
-                    Vec::new(),
-                );
             }
         }
     }
 
-    /// Take the lock, snapshot, audit the run (success or not), alert on failure.
+    /// Load mirror.yaml again if it changed on disk; true when it did (and was valid).
+    fn reload_config(&mut self) -> bool {
+        let path = self.project.config_path();
+        let config = match mirror::config::Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                // Said once per broken version of the file; the watch goes on with the
+                // configuration it has.
+                let text = format!("{e:#}");
+                if self.config_error.as_deref() != Some(text.as_str()) {
+                    eprintln!("error: mirror.yaml could not be loaded again (the watch goes on with the previous configuration): {text}");
+                    self.config_error = Some(text);
+                }
+                return false;
+            }
+        };
+        self.config_error = None;
+        if config == self.project.config {
+            return false;
+        }
+        match open_project(self.ctx).and_then(|(project, shadow)| {
+            let filters = tier_filters(&project)?;
+            Ok((project, shadow, filters))
+        }) {
+            Ok((project, shadow, filters)) => {
+                println!(
+                    "{} mirror.yaml changed: loaded again",
+                    chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
+                );
+                self.project = project;
+                self.shadow = shadow;
+                self.filters = filters;
+                self.config_changed = true;
+                self.vanished = true;
+                true
+            }
+            Err(e) => {
+                eprintln!("error: mirror.yaml changed but could not be loaded: {e:#}");
+                false
+            }
+        }
+    }
+
+    /// Take the lock, snapshot, audit the run (success or not); returns the outcome and the
+    /// alerts it calls for, to send once the lock is released.
+    #[allow(clippy::type_complexity)]
     fn record(
         &mut self,
         tiers: &[String],
         focus: std::collections::HashMap<String, Vec<gix::bstr::BString>>,
         trigger: &str,
+    ) -> (
+        anyhow::Result<(Exit, Vec<super::snapshot::TierJson>)>,
+        Vec<mirror::alert::Alert>,
+    ) {
+        let mut alerts = Vec::new();
+        let result = self.record_locked(tiers, focus, trigger, &mut alerts);
+        if let Err(e) = &result {
+            if alerts.is_empty() {
+                alerts.push(self.make_alert(
+                    "snapshot-failed",
+                    format!("snapshot failed: {e:#}"),
+                    None,
+                    Vec::new(),
+                ));
+            }
+        }
+        (result, alerts)
+    }
+
+    fn record_locked(
+        &mut self,
+        tiers: &[String],
+        focus: std::collections::HashMap<String, Vec<gix::bstr::BString>>,
+        trigger: &str,
+        alerts: &mut Vec<mirror::alert::Alert>,
     ) -> anyhow::Result<(Exit, Vec<super::snapshot::TierJson>)> {
         let _lock = super::lock_shadow(&self.shadow, trigger)?;
         let options = Options {
@@ -341,20 +470,29 @@ impl Loop<'_> {
         if !errors.is_empty() {
             entry.error = Some(errors.join("\n"));
         }
-        mirror::audit::append(&self.shadow, &entry)?;
+        // An event-driven run that found nothing new is not worth an audit entry each time
+        // (an editor saving every few seconds); the periodic full runs are always audited.
+        let nothing_new = outcome == Outcome::Ok
+            && trigger == "watch"
+            && out
+                .iter()
+                .all(|t| t.outcome != Some(mirror::snapshot::Outcome::Recorded));
+        if !nothing_new {
+            mirror::audit::append(&self.shadow, &entry)?;
+        }
         match outcome {
-            Outcome::Failed => self.alert(
+            Outcome::Failed => alerts.push(self.make_alert(
                 "snapshot-failed",
                 format!("snapshot failed: {}", errors.join("; ")),
                 None,
                 Vec::new(),
-            ),
-            Outcome::Partial => self.alert(
+            )),
+            Outcome::Partial => alerts.push(self.make_alert(
                 "snapshot-partial",
                 "snapshot is partial: some files could not be read (see `mirror log`)".into(),
                 None,
                 Vec::new(),
-            ),
+            )),
             Outcome::Ok => {}
         }
         if let Some(e) = error {
@@ -391,10 +529,11 @@ impl Loop<'_> {
                 continue;
             }
             eprintln!(
-                "{} CRITICAL: {} file(s) of tier {tier} are gone: {} (restore: mirror restore --missing --tier {tier})",
+                "{} CRITICAL: {} file(s) of tier {tier} are gone: {} (restore: mirror restore --missing --tier {tier} --from {})",
                 chrono::Local::now().format("%Y-%m-%d %H:%M:%S"),
                 new.len(),
-                new.join(", ")
+                new.join(", "),
+                commit.to_hex_with_len(12)
             );
             self.alerted.extend(new.iter().cloned());
             self.alert(
@@ -497,9 +636,19 @@ impl Loop<'_> {
     }
 
     fn alert(&self, event: &str, message: String, tier: Option<&str>, paths: Vec<String>) {
+        super::alerts::send_now(self.ctx, self.make_alert(event, message, tier, paths));
+    }
+
+    fn make_alert(
+        &self,
+        event: &str,
+        message: String,
+        tier: Option<&str>,
+        paths: Vec<String>,
+    ) -> mirror::alert::Alert {
         let mut alert = mirror::alert::Alert::new(event, "watch", &self.project.root, message);
         alert.tier = tier.map(str::to_owned);
         alert.paths = paths;
-        super::alerts::send_now(self.ctx, alert);
+        alert
     }
 }
