@@ -129,6 +129,20 @@ impl Watcher {
         self.degraded = Some(reason);
     }
 
+    /// An event named `path`: if it is a watched root (deleted, moved away), its watch is
+    /// gone with it, so the next [`Watcher::check_roots`] watches whatever is there then,
+    /// even a new directory that reused the old one's inode number.
+    pub fn forget_if_root(&mut self, path: &Path) -> bool {
+        let gone = path.symlink_metadata().map_or(true, |m| !m.is_dir());
+        match self.roots.iter_mut().find(|(r, _)| r == path) {
+            Some(root) if gone => {
+                root.1 = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Re-watch roots that appeared or were replaced (deleted and recreated, moved) since
     /// they were watched. Returns the roots whose watch changed: everything below them may
     /// have changed unseen.

@@ -31,3 +31,5 @@ mod snapshot;
 mod treasure;
 #[path = "suite/verify.rs"]
 mod verify;
+#[path = "suite/watch.rs"]
+mod watch;

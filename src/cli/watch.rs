@@ -112,7 +112,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         exit: Exit::Ok,
     };
     // Whatever changed while nobody watched.
-    state.snapshot(&tiers, Default::default(), "watch");
+    state.snapshot(&tiers, Default::default(), "watch", false);
     let mut next_full = Instant::now() + full_period(&watcher, interval);
     let mut next_root_check = Instant::now() + ROOT_CHECK;
     loop {
@@ -132,7 +132,15 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             }
             Some(Msg::Fs(event)) => {
                 match classify(event) {
-                    Seen::Paths(paths) => state.changed(&paths),
+                    Seen::Paths(paths) => {
+                        for p in &paths {
+                            if watcher.forget_if_root(p) {
+                                // Looked at again right away, not at the next check only.
+                                next_root_check = Instant::now();
+                            }
+                        }
+                        state.changed(&paths)
+                    }
                     Seen::Nothing => {}
                     Seen::Rescan => {
                         eprintln!("warning: filesystem events were lost; the next snapshot scans everything");
@@ -178,7 +186,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         if now >= next_full {
             state.pending = Pending::default();
             state.vanished = true;
-            state.snapshot(&tiers, Default::default(), "watch-interval");
+            state.snapshot(&tiers, Default::default(), "watch-interval", false);
             next_full = Instant::now() + full_period(&watcher, interval);
         } else if state
             .pending
@@ -186,7 +194,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             .is_some_and(|d| now >= d)
         {
             let (dirty, focus) = state.pending.take();
-            state.snapshot(&dirty, focus, "watch");
+            state.snapshot(&dirty, focus, "watch", true);
         }
         if state.push_due.is_some_and(|d| Instant::now() >= d) {
             state.push();
@@ -204,7 +212,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     // made: a remote that does not answer must not keep a stopped watch alive.
     if !state.pending.is_empty() {
         let (dirty, focus) = state.pending.take();
-        state.snapshot(&dirty, focus, "watch");
+        state.snapshot(&dirty, focus, "watch", true);
     }
     if state.push_due.is_some() {
         eprintln!("note: a push was due; run `mirror push` to send the latest snapshots");
@@ -280,6 +288,7 @@ impl Loop<'_> {
         tiers: &[String],
         focus: std::collections::HashMap<String, Vec<gix::bstr::BString>>,
         trigger: &str,
+        event_driven: bool,
     ) {
         let (tiers, focus) = if self.reload_config() {
             // New patterns, excludes or tiers: every tier is looked at whole.
@@ -299,7 +308,13 @@ impl Loop<'_> {
             self.critical();
         }
         let started = Instant::now();
-        let (outcome, alerts) = self.record(tiers, focus, trigger);
+        let (outcome, alerts) = self.record(tiers, focus, trigger, event_driven);
+        if outcome.is_err() {
+            // Nothing was recorded: the changes stay pending (scanned whole next time).
+            for t in tiers {
+                self.pending.whole(t, Instant::now());
+            }
+        }
         // Sent after the lock is released: a slow alert command must not hold up hooks.
         for alert in alerts {
             super::alerts::send_now(self.ctx, alert);
@@ -403,12 +418,13 @@ impl Loop<'_> {
         tiers: &[String],
         focus: std::collections::HashMap<String, Vec<gix::bstr::BString>>,
         trigger: &str,
+        event_driven: bool,
     ) -> (
         anyhow::Result<(Exit, Vec<super::snapshot::TierJson>)>,
         Vec<mirror::alert::Alert>,
     ) {
         let mut alerts = Vec::new();
-        let result = self.record_locked(tiers, focus, trigger, &mut alerts);
+        let result = self.record_locked(tiers, focus, trigger, event_driven, &mut alerts);
         if let Err(e) = &result {
             if alerts.is_empty() {
                 alerts.push(self.make_alert(
@@ -427,6 +443,7 @@ impl Loop<'_> {
         tiers: &[String],
         focus: std::collections::HashMap<String, Vec<gix::bstr::BString>>,
         trigger: &str,
+        event_driven: bool,
         alerts: &mut Vec<mirror::alert::Alert>,
     ) -> anyhow::Result<(Exit, Vec<super::snapshot::TierJson>)> {
         let _lock = super::lock_shadow(&self.shadow, trigger)?;
@@ -473,7 +490,7 @@ impl Loop<'_> {
         // An event-driven run that found nothing new is not worth an audit entry each time
         // (an editor saving every few seconds); the periodic full runs are always audited.
         let nothing_new = outcome == Outcome::Ok
-            && trigger == "watch"
+            && event_driven
             && out
                 .iter()
                 .all(|t| t.outcome != Some(mirror::snapshot::Outcome::Recorded));
@@ -517,7 +534,17 @@ impl Loop<'_> {
             .collect();
         self.alerted.retain(|p| now_missing.contains(p));
         for (tier, commit, paths) in missing {
-            if self.project.config.watch.auto_restore {
+            let tier_gone = self
+                .project
+                .config
+                .tiers
+                .iter()
+                .find(|t| t.name == tier)
+                .is_some_and(|t| !self.project.tier_root(t).is_dir());
+            // A whole tier directory gone is not a lost file: restoring only its treasures
+            // would make the snapshot record every other file as deleted. It is alerted, and
+            // the snapshot refuses the missing tier.
+            if self.project.config.watch.auto_restore && !tier_gone {
                 self.restore(&tier, commit, paths);
                 continue;
             }
