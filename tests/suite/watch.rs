@@ -1616,3 +1616,175 @@ fn interval_snapshots_run_without_changes_and_record_nothing_new() {
     );
     w.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// review findings
+
+/// Wait until the watch recorded a new snapshot of `tier` (its tip moved from `before`).
+fn until_new_tip(w: &mut Watch, env: &Env, tier: &str, before: &Option<String>, what: &str) {
+    w.until(what, |_| (tip(env, tier) != *before).then_some(()));
+}
+
+// Proves: editing `.mirrorignore` while watching gives the same tree as a full scan, both
+// when it starts and when it stops leaving files out.
+#[test]
+fn an_edited_mirrorignore_gives_the_tree_a_full_scan_would() {
+    let env = project();
+    env.write("tier-a/d/secret.log", "log\n");
+    env.write("tier-a/d/keep.txt", "keep\n");
+    let mut w = Watch::start(&env, &[]);
+    let before = tip(&env, "a");
+    env.write("tier-a/d/.mirrorignore", "*.log\n");
+    until_new_tip(
+        &mut w,
+        &env,
+        "a",
+        &before,
+        "the snapshot after adding *.log",
+    );
+    assert_clean(&env, "after .mirrorignore started excluding *.log");
+    assert!(!files(&env, "a").contains("d/secret.log"));
+    let before = tip(&env, "a");
+    env.write("tier-a/d/.mirrorignore", "# nothing\n");
+    until_new_tip(&mut w, &env, "a", &before, "the snapshot after emptying it");
+    assert_clean(&env, "after .mirrorignore stopped excluding *.log");
+    assert!(files(&env, "a").contains("d/secret.log"));
+    w.stop();
+}
+
+// Proves: a treasure pattern added to mirror.yaml while watching applies to the next
+// snapshot: the new treasure is never stored in plaintext.
+#[test]
+fn a_treasure_pattern_added_while_watching_is_encrypted_at_once() {
+    let env = project();
+    let mut w = Watch::start(&env, &[]);
+    let yaml = String::from_utf8(env.read("mirror.yaml")).unwrap();
+    assert!(yaml.contains("treasures:\n"), "{yaml}");
+    env.write(
+        "mirror.yaml",
+        yaml.replacen("treasures:\n", "treasures:\n- '*.secret'\n", 1),
+    );
+    let before = tip(&env, "a");
+    env.write("tier-a/db.secret", "password=hunter2\n");
+    until_new_tip(&mut w, &env, "a", &before, "the snapshot of db.secret");
+    let blob = recorded(&env, "a", "db.secret").expect("db.secret recorded");
+    assert!(
+        blob.starts_with(b"age-encryption.org/v1"),
+        "stored encrypted, not as {:?}",
+        String::from_utf8_lossy(&blob)
+    );
+    assert_eq!(env.age_decrypt(&blob), b"password=hunter2\n");
+    assert!(
+        w.stdout().contains("mirror.yaml changed: loaded again"),
+        "{}",
+        w.stdout()
+    );
+    w.stop();
+}
+
+// Proves: a treasure deleted while no watch ran is restored by the first snapshot of the next
+// watch (auto_restore), not recorded as deleted.
+#[test]
+fn a_treasure_deleted_before_the_watch_started_is_restored_at_start() {
+    let env = project();
+    env.write("tier-a/.hidden/key", "the key\n");
+    env.ok(&["snapshot"]);
+    append_config(&env, "watch:\n  auto_restore: true\n");
+    std::fs::remove_file(env.path("tier-a/.hidden/key")).unwrap();
+    let w = Watch::start(&env, &[]);
+    assert_eq!(env.read("tier-a/.hidden/key"), b"the key\n");
+    assert!(files(&env, "a").contains(".hidden/key"), "still recorded");
+    let out = w.stop();
+    assert!(
+        stdout(&out).contains("restored 1 critical file(s)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+// Proves: with auto_restore, a whole tier directory gone is not "restored" file by file (which
+// would record every other file as deleted): the treasure stays in the history, nothing is
+// recorded as deleted, and the alert names it.
+#[test]
+fn auto_restore_does_not_rebuild_a_vanished_tier_from_its_treasures() {
+    let env = project();
+    env.write("tier-a/.hidden/key", "k\n");
+    env.write("tier-a/src/f1", "1\n");
+    env.ok(&["snapshot"]);
+    let alerts = env.root().join("alerts");
+    mkdir(&alerts);
+    append_config(
+        &env,
+        &format!(
+            "watch:\n  auto_restore: true\nalerts:\n  command: \"cat > {}/$MIRROR_ALERT_EVENT.json\"\n",
+            alerts.display()
+        ),
+    );
+    let mut w = Watch::start(&env, &[]);
+    let recorded_before = files(&env, "a");
+    std::fs::remove_dir_all(env.path("tier-a")).unwrap();
+    w.until("the critical-missing alert", |_| {
+        alerts.join("critical-missing.json").exists().then_some(())
+    });
+    assert!(!env.path("tier-a").exists(), "nothing was recreated");
+    assert_eq!(files(&env, "a"), recorded_before, "no deletion recorded");
+    // A snapshot failed during the session (the missing tier, the lock): exit 1.
+    let out = w.stop_with(libc::SIGTERM);
+    assert_exit(&out, 1, "a watch that saw a snapshot fail");
+}
+
+// Proves: a nested tier is looked at again when the directory of the tier around it is
+// replaced (deleted and recreated) while watching.
+#[test]
+fn a_nested_tier_is_rescanned_when_its_outer_root_is_replaced() {
+    let env = Env::new();
+    env.write("outer/o1", "o\n");
+    env.write("outer/inner/i1", "i\n");
+    env.init(&["o=outer", "i=outer/inner"]);
+    env.ok(&["snapshot"]);
+    let mut w = Watch::start(&env, &[]);
+    std::fs::remove_dir_all(env.path("outer")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    env.write("outer/o2", "o2\n");
+    env.write("outer/inner/i2", "i2\n");
+    w.until("both tiers recorded again", |_| {
+        (files(&env, "o").contains("o2") && files(&env, "i").contains("i2")).then_some(())
+    });
+    assert_clean(&env, "after the outer root was replaced");
+    // A snapshot failed during the session (the missing tier, the lock): exit 1.
+    let out = w.stop_with(libc::SIGTERM);
+    assert_exit(&out, 1, "a watch that saw a snapshot fail");
+}
+
+// Proves: a snapshot that fails (the lock is held past MIRROR_LOCK_TIMEOUT) keeps its changes
+// pending: they are recorded once the lock is free, without waiting for the interval.
+#[test]
+fn changes_survive_a_snapshot_that_could_not_take_the_lock() {
+    let env = project();
+    let mut cmd = env.cmd();
+    cmd.env("MIRROR_LOCK_TIMEOUT", "2")
+        .args(["watch", "--debounce", "1s"]);
+    let mut w = Watch::spawn(&env, cmd, "watch");
+    w.until("the snapshot taken at start", |w| {
+        (!snapshot_lines(&w.stdout(), "watch").is_empty()).then_some(())
+    });
+    let lock = env.shadow.join("mirror/lock");
+    let mut holder = Proc::spawn(
+        Command::new("flock")
+            .arg(&lock)
+            .args(["sleep", "6"])
+            .stdin(Stdio::null()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    env.write("tier-a/late.txt", "late\n");
+    w.until("the failed snapshot", |w| {
+        w.stderr().contains("snapshot failed").then_some(())
+    });
+    holder.wait_bounded(Duration::from_secs(30), "flock");
+    w.until("late.txt recorded after the lock was free", |_| {
+        files(&env, "a").contains("late.txt").then_some(())
+    });
+    // A snapshot failed during the session (the missing tier, the lock): exit 1.
+    let out = w.stop_with(libc::SIGTERM);
+    assert_exit(&out, 1, "a watch that saw a snapshot fail");
+}
