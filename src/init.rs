@@ -206,14 +206,14 @@ fn explicit_tiers(root: &Path, specs: &[(String, String)]) -> Result<Vec<Tier>> 
         .collect()
 }
 
-pub fn default_shadow(root: &Path) -> Result<PathBuf> {
-    let base = crate::registry::data_dir()?;
-    let name = root
+/// The last component of `path` with anything but ASCII letters, digits, `-` and `_` made
+/// `_`: safe in a file name or a systemd unit name (`default` for `/`).
+pub fn name_slug(path: &Path, default: &str) -> String {
+    let name = path
         .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("project");
-    let clean: String = name
-        .chars()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| default.to_owned());
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -221,6 +221,11 @@ pub fn default_shadow(root: &Path) -> Result<PathBuf> {
                 '_'
             }
         })
-        .collect();
+        .collect()
+}
+
+pub fn default_shadow(root: &Path) -> Result<PathBuf> {
+    let base = crate::registry::data_dir()?;
+    let clean = name_slug(root, "project");
     Ok(base.join(format!("{clean}-{:08x}.git", rand::random::<u32>())))
 }

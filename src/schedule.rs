@@ -31,20 +31,7 @@ pub fn unit_dir() -> Result<PathBuf> {
 /// two projects of the same name).
 pub fn unit(root: &Path) -> Result<Unit> {
     use std::os::unix::ffi::OsStrExt;
-    let base = root
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "root".into());
-    let clean: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let clean = crate::init::name_slug(root, "root");
     let hash = crc32fast::hash(root.as_os_str().as_bytes());
     let name = format!("mirror-watch-{clean}-{hash:08x}.service");
     Ok(Unit {

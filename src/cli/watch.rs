@@ -80,12 +80,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                 }
             }
         })?;
-    let tiers: Vec<String> = project
-        .config
-        .tiers
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
+    let tiers: Vec<String> = project.config.tier_names();
     match watcher.degraded() {
         None => println!(
             "watching {} tier(s): snapshot {} after a change, and every {}; Ctrl-C stops",
@@ -292,13 +287,7 @@ impl Loop<'_> {
     ) {
         let (tiers, focus) = if self.reload_config() {
             // New patterns, excludes or tiers: every tier is looked at whole.
-            let all: Vec<String> = self
-                .project
-                .config
-                .tiers
-                .iter()
-                .map(|t| t.name.clone())
-                .collect();
+            let all: Vec<String> = self.project.config.tier_names();
             (all, Default::default())
         } else {
             (tiers.to_vec(), focus)

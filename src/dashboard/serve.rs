@@ -76,12 +76,7 @@ impl Shared {
         let run = || -> Result<Data> {
             let (project, shadow) = super::open(&self.settings.root)?;
             let local = super::gather_local(&project, &shadow, &mut lock(&self.memo))?;
-            let tiers: Vec<String> = project
-                .config
-                .tiers
-                .iter()
-                .map(|t| t.name.clone())
-                .collect();
+            let tiers: Vec<String> = project.config.tier_names();
             let log = crate::history::log(&shadow, &tiers, API_LIST)?;
             let audit = crate::audit::list(&shadow, API_LIST, false)?;
             Ok(Data { local, log, audit })

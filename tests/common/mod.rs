@@ -413,3 +413,59 @@ pub fn chmod(path: &Path, mode: u32) {
 pub fn mkdir(path: &Path) {
     std::fs::create_dir_all(path).unwrap();
 }
+
+/// A child process in its own process group, killed (group and all) and reaped when dropped,
+/// so a failing assertion never leaves a server, watch or browser behind.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub done: bool,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        std::os::unix::process::CommandExt::process_group(cmd, 0);
+        let child = cmd.spawn().expect("spawn child process");
+        Proc { child, done: false }
+    }
+
+    pub fn kill(&mut self) {
+        if self.done {
+            return;
+        }
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill has no memory effects; -pid names the group this child leads.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.done = true;
+    }
+
+    /// Wait for the process to exit by itself, at most `limit`; kills it and panics on timeout.
+    pub fn wait_bounded(
+        &mut self,
+        limit: std::time::Duration,
+        what: &str,
+    ) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Anything the process left in its group goes too.
+                self.kill();
+                return status;
+            }
+            if std::time::Instant::now() >= deadline {
+                self.kill();
+                panic!("{what} did not finish within {limit:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -28,58 +27,6 @@ const XSS_ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;.txt";
 
 // ---------------------------------------------------------------------------------------------
 // helpers: processes
-
-/// A child process in its own process group, killed (group and all) and reaped when dropped,
-/// so a failing assertion never leaves a server or browser behind.
-struct Proc {
-    child: Child,
-    done: bool,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        cmd.process_group(0);
-        let child = cmd.spawn().expect("spawn child process");
-        Proc { child, done: false }
-    }
-
-    fn kill(&mut self) {
-        if self.done {
-            return;
-        }
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill has no memory effects; -pid names the group this child leads.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.done = true;
-    }
-
-    /// Wait for the process to exit by itself, at most `limit`; kills it and panics on timeout.
-    fn wait_bounded(&mut self, limit: Duration, what: &str) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Anything the process left in its group goes too.
-                self.kill();
-                return status;
-            }
-            if Instant::now() >= deadline {
-                self.kill();
-                panic!("{what} did not finish within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Run `cmd` to completion, killed after `limit`; stdout and stderr go through files (no
 /// pipe can fill up and block it).
