@@ -436,6 +436,14 @@ fn chrono_like(time: &str) -> bool {
 }
 
 /// The audit entries of delivered alerts for `event` (newest first).
+/// The one audit entry of an `event` alert, with the delivery's `result`.
+fn one_alert_entry(env: &Env, event: &str, result: &str) -> Value {
+    let entries = alert_entries(env, event);
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0]["result"], result, "{:#}", entries[0]);
+    entries[0].clone()
+}
+
 fn alert_entries(env: &Env, event: &str) -> Vec<Value> {
     audited(env, "alert")
         .into_iter()
@@ -879,9 +887,7 @@ fn without_auto_restore_a_deleted_treasure_raises_critical_missing_and_stays_gon
         "no auto_restore: the file stays gone"
     );
     assert!(audited(&env, "restore").is_empty());
-    let entries = alert_entries(&env, "critical-missing");
-    assert_eq!(entries.len(), 1, "{entries:#?}");
-    assert_eq!(entries[0]["result"], "ok", "{:#}", entries[0]);
+    one_alert_entry(&env, "critical-missing", "ok");
     w.stop();
     assert!(!env.path(KEY).exists());
 }
@@ -910,11 +916,9 @@ fn a_failed_push_runs_the_alert_command_with_json_and_variables_and_is_audited()
         alert["message"].as_str().unwrap().contains("bad"),
         "{alert:#}"
     );
-    let entries = alert_entries(&env, "push-failed");
-    assert_eq!(entries.len(), 1, "{entries:#?}");
-    assert_eq!(entries[0]["result"], "ok");
-    assert_eq!(entries[0]["details"]["alert"]["event"], "push-failed");
-    assert_eq!(entries[0]["details"]["delivery"]["ok"], true);
+    let entry = one_alert_entry(&env, "push-failed", "ok");
+    assert_eq!(entry["details"]["alert"]["event"], "push-failed");
+    assert_eq!(entry["details"]["delivery"]["ok"], true);
     // Nothing else raised an alert.
     let names: BTreeSet<String> = std::fs::read_dir(&alerts)
         .unwrap()
@@ -970,9 +974,7 @@ fn verify_problems_a_failed_snapshot_and_a_failed_hook_snapshot_raise_alerts() {
             .starts_with("verify found problems: "),
         "{alert:#}"
     );
-    let entries = alert_entries(&env, "verify-failed");
-    assert_eq!(entries.len(), 1, "{entries:#?}");
-    assert_eq!(entries[0]["result"], "ok");
+    one_alert_entry(&env, "verify-failed", "ok");
 }
 
 #[test]
@@ -993,9 +995,7 @@ fn a_partial_snapshot_raises_snapshot_partial() {
         alert["message"].as_str().unwrap().contains("partial"),
         "{alert:#}"
     );
-    let entries = alert_entries(&env, "snapshot-partial");
-    assert_eq!(entries.len(), 1, "{entries:#?}");
-    assert_eq!(entries[0]["result"], "ok");
+    one_alert_entry(&env, "snapshot-partial", "ok");
 }
 
 #[test]
@@ -1015,17 +1015,13 @@ fn a_failing_alert_command_is_reported_on_stderr_and_audited_as_failed() {
         "{err}"
     );
     assert!(err.contains("webhook down"), "its output is shown:\n{err}");
-    let entries = alert_entries(&env, "push-failed");
-    assert_eq!(entries.len(), 1, "{entries:#?}");
-    assert_eq!(entries[0]["result"], "failed", "{:#}", entries[0]);
+    let entry = one_alert_entry(&env, "push-failed", "failed");
     assert!(
-        entries[0]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains('3')),
+        entry["error"].as_str().is_some_and(|e| e.contains('3')),
         "{:#}",
-        entries[0]
+        entry
     );
-    assert_eq!(entries[0]["details"]["delivery"]["ok"], false);
+    assert_eq!(entry["details"]["delivery"]["ok"], false);
 }
 
 #[test]
