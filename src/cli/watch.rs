@@ -139,8 +139,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                     Seen::Nothing => {}
                     Seen::Rescan => {
                         eprintln!("warning: filesystem events were lost; the next snapshot scans everything");
-                        for t in &tiers {
-                            state.pending.whole(t, Instant::now());
+                        for t in state.project.config.tier_names() {
+                            state.pending.whole(&t, Instant::now());
                         }
                         state.vanished = true;
                     }
@@ -153,8 +153,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
                     }
                     Seen::Error(e) => {
                         eprintln!("warning: file watcher: {e}; the next snapshot scans everything");
-                        for t in &tiers {
-                            state.pending.whole(t, Instant::now());
+                        for t in state.project.config.tier_names() {
+                            state.pending.whole(&t, Instant::now());
                         }
                     }
                 }
@@ -181,7 +181,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         if now >= next_full {
             state.pending = Pending::default();
             state.vanished = true;
-            state.snapshot(&tiers, Default::default(), "watch-interval", false);
+            let all = state.project.config.tier_names();
+            state.snapshot(&all, Default::default(), "watch-interval", false);
             next_full = Instant::now() + full_period(&watcher, interval);
         } else if state
             .pending
