@@ -570,6 +570,42 @@ struct Plan<'a> {
     no_replace: bool,
 }
 
+/// Move `tmp` to `dest` unless something is at `dest` by then: `renameat2(RENAME_NOREPLACE)`,
+/// or where the filesystem lacks it (NFS, some FUSE), a hard link, which fails just as
+/// atomically when `dest` exists, then removing `tmp`.
+fn move_no_replace(tmp: &Path, dest: &Path) -> Result<()> {
+    use rustix::fs::{linkat, renameat_with, AtFlags, RenameFlags, CWD};
+    use rustix::io::Errno;
+    let appeared = || {
+        anyhow::anyhow!(
+            "{} appeared while it was being restored; left as it is",
+            dest.display()
+        )
+    };
+    match renameat_with(CWD, tmp, CWD, dest, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(appeared()),
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            match linkat(CWD, tmp, CWD, dest, AtFlags::empty()) {
+                Ok(()) => {
+                    std::fs::remove_file(tmp)
+                        .with_context(|| format!("could not remove {}", tmp.display()))?;
+                    Ok(())
+                }
+                Err(Errno::EXIST) => Err(appeared()),
+                Err(e) => Err(anyhow::anyhow!(
+                    "could not move into place {} (this filesystem supports neither an exclusive rename nor hard links): {e}",
+                    dest.display()
+                )),
+            }
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "could not move into place {}: {e}",
+            dest.display()
+        )),
+    }
+}
+
 fn kind(mode: Mode) -> u8 {
     match mode {
         Mode::File | Mode::Exec => 0,
@@ -810,18 +846,7 @@ impl Plan<'_> {
             .and_then(|()| {
                 set_mtime(&tmp, mode, meta.map(|m| m.mtime_ns))?;
                 if self.no_replace {
-                    use rustix::fs::{renameat_with, RenameFlags, CWD};
-                    return renameat_with(CWD, &tmp, CWD, &final_path, RenameFlags::NOREPLACE)
-                        .map_err(|e| match e {
-                            rustix::io::Errno::EXIST => anyhow::anyhow!(
-                                "{} appeared while it was being restored; left as it is",
-                                final_path.display()
-                            ),
-                            e => anyhow::anyhow!(
-                                "could not move into place {}: {e}",
-                                final_path.display()
-                            ),
-                        });
+                    return move_no_replace(&tmp, &final_path);
                 }
                 std::fs::rename(&tmp, &final_path)
                     .with_context(|| format!("could not move into place {}", final_path.display()))

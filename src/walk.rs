@@ -83,18 +83,24 @@ impl Filters {
         Ok(Filters { excludes, pruned })
     }
 
-    /// Is `path` (absolute, below the project root) left out by `exclude:` patterns — itself
-    /// or through a directory above it — or inside a `.git`? For events of `mirror watch`.
-    pub fn excludes(&self, path: &Path, is_dir: bool) -> bool {
-        if path.components().any(|c| c.as_os_str() == ".git") {
-            return true;
+    /// Is `path` (absolute, inside the tier rooted at `tier_root`) left out — by `exclude:`
+    /// patterns, itself or through a directory between it and the tier root, or inside a
+    /// `.git`? What the walk would prune, for the events of `mirror watch`; the tier root and
+    /// the directories above it are never judged (the walk starts below them).
+    pub fn excludes(&self, tier_root: &Path, path: &Path, is_dir: bool) -> bool {
+        let Ok(rel) = path.strip_prefix(tier_root) else {
+            return false;
+        };
+        let mut at = tier_root.to_path_buf();
+        let mut parts = rel.components().peekable();
+        while let Some(part) = parts.next() {
+            at.push(part);
+            let last = parts.peek().is_none();
+            if !self.keep(&at, !last || is_dir) {
+                return true;
+            }
         }
-        !self.excludes.is_empty()
-            && path.starts_with(self.excludes.path())
-            && self
-                .excludes
-                .matched_path_or_any_parents(path, is_dir)
-                .is_ignore()
+        false
     }
 
     fn keep(&self, path: &Path, is_dir: bool) -> bool {

@@ -36,8 +36,9 @@ pub enum Msg {
 /// One filesystem event, as the watch loop needs it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Seen {
-    /// These paths (absolute) may have changed.
-    Paths(Vec<PathBuf>),
+    /// These paths (absolute) may have changed; `removed`: they were deleted or renamed away
+    /// (for a watched root, its watch went with it whatever is at that path now).
+    Paths { paths: Vec<PathBuf>, removed: bool },
     /// Events were lost (queue overflow): everything must be looked at.
     Rescan,
     /// Nothing that changes content (a file opened or read).
@@ -59,11 +60,21 @@ pub fn classify(event: notify::Result<notify::Event>) -> Seen {
     if event.need_rescan() {
         return Seen::Rescan;
     }
+    let removed = matches!(
+        event.kind,
+        EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
+    );
     match event.kind {
         // Our own reads (and everyone else's) open files; only a closed writer is a change.
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Seen::Paths(event.paths),
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Seen::Paths {
+            paths: event.paths,
+            removed,
+        },
         EventKind::Access(_) => Seen::Nothing,
-        _ => Seen::Paths(event.paths),
+        _ => Seen::Paths {
+            paths: event.paths,
+            removed,
+        },
     }
 }
 
@@ -132,8 +143,10 @@ impl Watcher {
     /// An event named `path`: if it is a watched root (deleted, moved away), its watch is
     /// gone with it, so the next [`Watcher::check_roots`] watches whatever is there then,
     /// even a new directory that reused the old one's inode number.
-    pub fn forget_if_root(&mut self, path: &Path) -> bool {
-        let gone = path.symlink_metadata().map_or(true, |m| !m.is_dir());
+    pub fn forget_if_root(&mut self, path: &Path, removed: bool) -> bool {
+        // Removed or renamed away, even if a new directory (maybe with the old inode number)
+        // is already there.
+        let gone = removed || path.symlink_metadata().map_or(true, |m| !m.is_dir());
         match self.roots.iter_mut().find(|(r, _)| r == path) {
             Some(root) if gone => {
                 root.1 = None;
@@ -419,13 +432,25 @@ mod tests {
             .add_path(PathBuf::from("/p/f"));
         assert_eq!(
             classify(Ok(closed)),
-            Seen::Paths(vec![PathBuf::from("/p/f")])
+            Seen::Paths {
+                paths: vec![PathBuf::from("/p/f")],
+                removed: false
+            }
         );
         let created = Event::new(EventKind::Create(CreateKind::File)).add_path("/p/g".into());
         assert_eq!(
             classify(Ok(created)),
-            Seen::Paths(vec![PathBuf::from("/p/g")])
+            Seen::Paths {
+                paths: vec![PathBuf::from("/p/g")],
+                removed: false
+            }
         );
+        let gone = Event::new(EventKind::Remove(notify::event::RemoveKind::Folder))
+            .add_path("/p/t".into());
+        assert!(matches!(
+            classify(Ok(gone)),
+            Seen::Paths { removed: true, .. }
+        ));
         let lost = Event::new(EventKind::Other).set_flag(Flag::Rescan);
         assert_eq!(classify(Ok(lost)), Seen::Rescan);
         let limit = notify::Error::new(notify::ErrorKind::MaxFilesWatch);

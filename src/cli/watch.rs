@@ -42,7 +42,7 @@ struct Loop<'a> {
     project: mirror::project::Project,
     shadow: mirror::store::Shadow,
     /// Per tier, to drop events for excluded paths.
-    filters: std::collections::HashMap<String, mirror::walk::Filters>,
+    filters: TierFilters,
     /// mirror.yaml changed and was loaded again: the watcher must be rebuilt.
     config_changed: bool,
     /// The last error loading mirror.yaml (reported once).
@@ -55,6 +55,13 @@ struct Loop<'a> {
     last_push: Option<Instant>,
     push_due: Option<Instant>,
     exit: Exit,
+    debounce: Duration,
+    interval: Duration,
+    /// Snapshots failed in a row, and when to try again.
+    streak: u32,
+    retry_at: Option<Instant>,
+    /// The unreadable paths of the last snapshot (a partial alert only when they change).
+    last_unreadable: std::collections::BTreeSet<String>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
@@ -105,6 +112,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         last_push: None,
         push_due: None,
         exit: Exit::Ok,
+        debounce,
+        interval,
+        streak: 0,
+        retry_at: None,
+        last_unreadable: Default::default(),
     };
     // Whatever changed while nobody watched.
     state.snapshot(&tiers, Default::default(), "watch", false);
@@ -112,7 +124,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let mut next_root_check = Instant::now() + ROOT_CHECK;
     loop {
         let mut deadline = next_full.min(next_root_check);
-        if let Some(due) = state.pending.due(debounce, max_wait) {
+        if let Some(due) = state.due(max_wait) {
             deadline = deadline.min(due);
         }
         if let Some(due) = state.push_due {
@@ -127,9 +139,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             }
             Some(Msg::Fs(event)) => {
                 match classify(event) {
-                    Seen::Paths(paths) => {
+                    Seen::Paths { paths, removed } => {
                         for p in &paths {
-                            if watcher.forget_if_root(p) {
+                            if watcher.forget_if_root(p, removed) {
                                 // Looked at again right away, not at the next check only.
                                 next_root_check = Instant::now();
                             }
@@ -184,11 +196,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             let all = state.project.config.tier_names();
             state.snapshot(&all, Default::default(), "watch-interval", false);
             next_full = Instant::now() + full_period(&watcher, interval);
-        } else if state
-            .pending
-            .due(debounce, max_wait)
-            .is_some_and(|d| now >= d)
-        {
+        } else if state.due(max_wait).is_some_and(|d| now >= d) {
             let (dirty, focus) = state.pending.take();
             state.snapshot(&dirty, focus, "watch", true);
         }
@@ -216,15 +224,16 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     Ok(state.exit)
 }
 
-/// Each tier's filters, to drop events for excluded paths before they cost a snapshot.
-fn tier_filters(
-    project: &mirror::project::Project,
-) -> anyhow::Result<std::collections::HashMap<String, mirror::walk::Filters>> {
+/// Each tier's root and filters, to drop events for excluded paths before they cost a
+/// snapshot.
+type TierFilters = std::collections::HashMap<String, (std::path::PathBuf, mirror::walk::Filters)>;
+
+fn tier_filters(project: &mirror::project::Project) -> anyhow::Result<TierFilters> {
     project
         .config
         .tiers
         .iter()
-        .map(|t| Ok((t.name.clone(), project.filters(t)?)))
+        .map(|t| Ok((t.name.clone(), (project.tier_root(t), project.filters(t)?))))
         .collect()
 }
 
@@ -254,6 +263,13 @@ fn tiers_under(project: &mirror::project::Project, root: &std::path::Path) -> Ve
 }
 
 impl Loop<'_> {
+    /// When the pending changes are to be recorded: after the quiet period, and not before
+    /// the retry time of a failed snapshot.
+    fn due(&self, max_wait: Duration) -> Option<Instant> {
+        let due = self.pending.due(self.debounce, max_wait)?;
+        Some(self.retry_at.map_or(due, |r| due.max(r)))
+    }
+
     fn changed(&mut self, paths: &[std::path::PathBuf]) {
         let now = Instant::now();
         for path in paths {
@@ -266,7 +282,7 @@ impl Loop<'_> {
             if self
                 .filters
                 .get(&tier)
-                .is_some_and(|f| f.excludes(path, is_dir))
+                .is_some_and(|(root, f)| f.excludes(root, path, is_dir))
             {
                 continue;
             }
@@ -298,12 +314,42 @@ impl Loop<'_> {
             self.critical();
         }
         let started = Instant::now();
-        let (outcome, alerts) = self.record(tiers, focus, trigger, event_driven);
-        if outcome.is_err() {
-            // Nothing was recorded: the changes stay pending (scanned whole next time).
-            for t in tiers {
+        let (outcome, mut alerts) = self.record(tiers, focus, trigger, event_driven);
+        // Tiers not recorded keep their changes pending (scanned whole next time), retried
+        // with a growing delay; a failure alerts once per streak, not at every retry.
+        let failed: Vec<String> = match &outcome {
+            Err(_) => tiers.to_vec(),
+            Ok((_, out)) => out
+                .iter()
+                .filter(|t| t.error.is_some())
+                .map(|t| t.tier.clone())
+                .collect(),
+        };
+        if failed.is_empty() {
+            self.streak = 0;
+            self.retry_at = None;
+        } else {
+            if self.streak > 0 {
+                alerts.retain(|a| a.event != "snapshot-failed");
+            }
+            self.streak += 1;
+            let backoff =
+                (self.debounce * 2u32.saturating_pow(self.streak.min(16))).min(self.interval);
+            self.retry_at = Some(Instant::now() + backoff);
+            for t in &failed {
                 self.pending.whole(t, Instant::now());
             }
+        }
+        // A partial snapshot alerts when the set of unreadable files changes, not every time.
+        if let Ok((_, out)) = &outcome {
+            let unreadable: std::collections::BTreeSet<String> = out
+                .iter()
+                .flat_map(|t| t.unreadable.iter().map(|n| n.path.clone()))
+                .collect();
+            if unreadable == self.last_unreadable {
+                alerts.retain(|a| a.event != "snapshot-partial");
+            }
+            self.last_unreadable = unreadable;
         }
         // Sent after the lock is released: a slow alert command must not hold up hooks.
         for alert in alerts {
@@ -601,11 +647,39 @@ impl Loop<'_> {
                 );
                 entry.details = serde_json::json!({ "restored": report.restored, "paths": paths });
                 super::checkout::print_warnings(report);
-                if report
+                let still_missing: Vec<String> = paths
+                    .iter()
+                    .filter(|p| self.project.root.join(p).symlink_metadata().is_err())
+                    .cloned()
+                    .collect();
+                if !still_missing.is_empty() {
+                    entry.result = Outcome::Failed;
+                    eprintln!(
+                        "{stamp} error: {} critical file(s) of tier {tier} could not be restored: {}",
+                        still_missing.len(),
+                        still_missing.join(", ")
+                    );
+                    let new: Vec<String> = still_missing
+                        .into_iter()
+                        .filter(|p| self.alerted.insert(p.clone()))
+                        .collect();
+                    if !new.is_empty() {
+                        self.alert(
+                            "critical-missing",
+                            format!(
+                                "{} critical file(s) of tier {tier} disappeared and could not be restored",
+                                new.len()
+                            ),
+                            Some(tier),
+                            new,
+                        );
+                    }
+                }
+                let problems = report
                     .restored
                     .iter()
-                    .any(|r| super::checkout::report_problems(r) != Exit::Ok)
-                {
+                    .any(|r| super::checkout::report_problems(r) != Exit::Ok);
+                if problems && entry.result == Outcome::Ok {
                     entry.result = Outcome::Partial;
                 }
             }

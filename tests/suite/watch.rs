@@ -1731,3 +1731,27 @@ fn changes_survive_a_snapshot_that_could_not_take_the_lock() {
     let out = w.stop_with(libc::SIGTERM);
     assert_exit(&out, 1, "a watch that saw a snapshot fail");
 }
+
+// Proves: an `exclude:` pattern matching a directory *above* a tier root (here `build/`, with
+// the tier at `build/release`) does not drop that tier's events: the walk never judges the
+// tier root or what lies above it, and neither does the watch.
+#[test]
+fn an_exclude_above_a_tier_root_does_not_hide_that_tiers_changes() {
+    let env = Env::new();
+    env.write("src/main.rs", "fn main() {}\n");
+    env.write("build/release/r1.txt", "r1\n");
+    env.init(&["src=src", "rel=build/release"]);
+    append_config(&env, "exclude:\n- build/\n");
+    env.ok(&["snapshot"]);
+    assert!(
+        files(&env, "rel").contains("r1.txt"),
+        "the tier itself is recorded"
+    );
+    let mut w = Watch::start(&env, &[]);
+    env.write("build/release/r2.txt", "r2\n");
+    w.until("r2.txt recorded", |_| {
+        files(&env, "rel").contains("r2.txt").then_some(())
+    });
+    assert_clean(&env, "after a change in a tier below an excluded directory");
+    w.stop();
+}
