@@ -142,6 +142,13 @@ impl Watch {
         }
     }
 
+    /// SIGTERM after a snapshot failed during the session: the watch exits 1.
+    fn stop_after_a_failure(self) -> Output {
+        let out = self.stop_with(libc::SIGTERM);
+        assert_exit(&out, 1, "a watch that saw a snapshot fail");
+        out
+    }
+
     /// SIGTERM, then the watch must exit 0 and say it stops.
     fn stop(self) -> Output {
         let out = self.stop_with(libc::SIGTERM);
@@ -1672,8 +1679,7 @@ fn auto_restore_does_not_rebuild_a_vanished_tier_from_its_treasures() {
     assert!(!env.path("tier-a").exists(), "nothing was recreated");
     assert_eq!(files(&env, "a"), recorded_before, "no deletion recorded");
     // A snapshot failed during the session (the missing tier, the lock): exit 1.
-    let out = w.stop_with(libc::SIGTERM);
-    assert_exit(&out, 1, "a watch that saw a snapshot fail");
+    w.stop_after_a_failure();
 }
 
 // Proves: a nested tier is looked at again when the directory of the tier around it is
@@ -1695,8 +1701,7 @@ fn a_nested_tier_is_rescanned_when_its_outer_root_is_replaced() {
     });
     assert_clean(&env, "after the outer root was replaced");
     // A snapshot failed during the session (the missing tier, the lock): exit 1.
-    let out = w.stop_with(libc::SIGTERM);
-    assert_exit(&out, 1, "a watch that saw a snapshot fail");
+    w.stop_after_a_failure();
 }
 
 // Proves: a snapshot that fails (the lock is held past MIRROR_LOCK_TIMEOUT) keeps its changes
@@ -1728,8 +1733,7 @@ fn changes_survive_a_snapshot_that_could_not_take_the_lock() {
         files(&env, "a").contains("late.txt").then_some(())
     });
     // A snapshot failed during the session (the missing tier, the lock): exit 1.
-    let out = w.stop_with(libc::SIGTERM);
-    assert_exit(&out, 1, "a watch that saw a snapshot fail");
+    w.stop_after_a_failure();
 }
 
 // Proves: an `exclude:` pattern matching a directory *above* a tier root (here `build/`, with
