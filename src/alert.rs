@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -52,6 +52,15 @@ impl Alert {
             tier: None,
             paths: Vec::new(),
         }
+    }
+}
+
+impl Alert {
+    /// The tier and the paths (relative to the project root) the alert is about.
+    pub fn about(mut self, tier: Option<&str>, paths: Vec<String>) -> Alert {
+        self.tier = tier.map(str::to_owned);
+        self.paths = paths;
+        self
     }
 }
 
@@ -139,21 +148,7 @@ fn run(command: &str, root: &Path, alert: &Alert) -> Result<Delivery> {
             let _ = stdin.write_all(json.as_bytes());
         });
     }
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            // SAFETY: kill(2) with a process group id; no memory is touched.
-            unsafe {
-                libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
-            }
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = crate::child::wait_or_kill(&mut child, TIMEOUT)?;
     let mut text = String::new();
     let mut output = output;
     use std::io::Seek;

@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod audit;
 pub mod checkout;
+pub mod child;
 pub mod clone;
 pub mod config;
 pub mod crypt;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use gix::ObjectId;
@@ -188,21 +188,7 @@ pub fn run_git(args: &[String], timeout: Duration) -> Result<GitOutput> {
         let _ = err_pipe.read_to_end(&mut s);
         let _ = err_tx.send(s);
     });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().context("waiting for git")? {
-            break Some(status);
-        }
-        if started.elapsed() >= timeout {
-            // SAFETY: kill(2) with a negative pid signals the process group we created.
-            unsafe {
-                libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
-            }
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = crate::child::wait_or_kill(&mut child, timeout).context("waiting for git")?;
     let grace = Duration::from_secs(2);
     let stdout =
         String::from_utf8_lossy(&out_rx.recv_timeout(grace).unwrap_or_default()).into_owned();
@@ -545,6 +531,43 @@ pub fn redact_url(url: &str) -> String {
         },
         None => url.to_owned(),
     }
+}
+
+/// [`status`] of every remote, all asked at once: one slow remote must not add its timeout
+/// to every other's. Each check opens the shadow for itself (a repository handle is not
+/// shared between threads).
+pub fn statuses(shadow: &Shadow, remotes: &[Remote], root: &Path) -> Vec<RemoteStatus> {
+    let unreachable = |r: &Remote, why: String| RemoteStatus {
+        remote: r.name.clone(),
+        url: redact_url(&r.url),
+        state: State::Unreachable,
+        behind: 0,
+        ahead: 0,
+        error: Some(why),
+    };
+    let path = &shadow.path;
+    std::thread::scope(|scope| {
+        let checks: Vec<_> = remotes
+            .iter()
+            .map(|r| {
+                scope.spawn(move || match Shadow::open(path) {
+                    Ok(own) => status(&own, r, root),
+                    Err(e) => {
+                        unreachable(r, format!("could not open the shadow repository: {e:#}"))
+                    }
+                })
+            })
+            .collect();
+        checks
+            .into_iter()
+            .zip(remotes)
+            .map(|(check, r)| {
+                check
+                    .join()
+                    .unwrap_or_else(|_| unreachable(r, "the check of this remote crashed".into()))
+            })
+            .collect()
+    })
 }
 
 /// Compare the remote's tier branches (asked now) with the shadow's.

@@ -35,9 +35,7 @@ pub fn raise(ctx: &Context, event: &str, message: String, tier: Option<&str>, pa
     let Some(target) = ctx.alerting.borrow().as_ref().map(|t| t.root.clone()) else {
         return;
     };
-    let mut alert = Alert::new(event, "", &target, message);
-    alert.tier = tier.map(str::to_owned);
-    alert.paths = paths;
+    let alert = Alert::new(event, "", &target, message).about(tier, paths);
     ctx.alerts.borrow_mut().push(alert);
 }
 
@@ -68,6 +66,12 @@ pub fn after_command(ctx: &Context, command: &str, entry: Option<&Entry>) {
 }
 
 /// The alert an operation's outcome calls for, if any.
+/// The alert the audited operation `entry` calls for, if any (and if a project is open).
+pub fn for_entry(ctx: &Context, command: &str, entry: &Entry) -> Option<Alert> {
+    let target = ctx.alerting.borrow();
+    from_outcome(command, entry, target.as_ref()?)
+}
+
 fn from_outcome(command: &str, entry: &Entry, target: &Target) -> Option<Alert> {
     let error = entry.error.as_deref().unwrap_or("");
     let first = error.lines().next().unwrap_or("");
@@ -113,10 +117,14 @@ fn audit(target: &Target, alert: &Alert, delivery: &Delivery) -> anyhow::Result<
     } else {
         Outcome::Failed
     };
-    let mut entry = Entry::new("alert", vec![alert.event.clone()], outcome);
-    entry.details = serde_json::json!({ "alert": alert, "delivery": delivery });
-    entry.error = delivery.error.clone();
     let shadow = mirror::store::Shadow::open(&target.shadow)?;
-    mirror::audit::append(&shadow, &entry)?;
+    super::append_audit(
+        &shadow,
+        "alert",
+        vec![alert.event.clone()],
+        outcome,
+        serde_json::json!({ "alert": alert, "delivery": delivery }),
+        delivery.error.as_slice(),
+    )?;
     Ok(())
 }

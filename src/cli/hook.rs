@@ -80,22 +80,13 @@ fn snapshot(
     let results = mirror::snapshot::snapshot(project, shadow, &options, &mirror::progress::Silent)?;
     let mut recorded = Vec::new();
     let mut problems = Vec::new();
-    // Per tier what happened, for the audit trail: an unchanged tier was still checked
-    // (the dashboard's "last checked" comes from these).
-    let outcomes: Vec<serde_json::Value> = results
+    // Per tier what happened, for the audit trail, as `mirror snapshot` records it: an
+    // unchanged tier was still checked (the dashboard's "last checked" comes from these).
+    let outcomes: Vec<super::snapshot::TierJson> = results
         .iter()
-        .map(|(tier, result)| match result {
-            Ok(r) => serde_json::json!({
-                "tier": tier,
-                "outcome": r.outcome,
-                "commit": r.commit.map(|c| c.to_string()),
-            }),
-            Err(err) => {
-                serde_json::json!({"tier": tier, "outcome": null, "error": format!("{err:#}")})
-            }
-        })
+        .map(|(tier, result)| super::snapshot::TierJson::new(tier, result))
         .collect();
-    ctx.audit_detail("snapshot", serde_json::Value::Array(outcomes));
+    ctx.audit_detail("snapshot", serde_json::to_value(&outcomes)?);
     for (tier, result) in results {
         match result {
             Ok(r) => {

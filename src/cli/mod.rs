@@ -123,6 +123,15 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// The audit trail's word for this exit status.
+    pub fn outcome(self) -> mirror::audit::Outcome {
+        match self {
+            Exit::Ok => mirror::audit::Outcome::Ok,
+            Exit::Partial => mirror::audit::Outcome::Partial,
+            Exit::Error => mirror::audit::Outcome::Failed,
+        }
+    }
+
     /// Combine outcomes of several tiers: an error outranks a partial result.
     pub fn worst(self, other: Exit) -> Exit {
         match (self, other) {
@@ -276,26 +285,46 @@ fn record_audit(
     let Some(audit) = ctx.audit.borrow_mut().take() else {
         return Ok(None);
     };
-    use mirror::audit::{Entry, Outcome};
+    use mirror::audit::Outcome;
     let outcome = match result {
         // A hook reports a failed snapshot but lets git go on: still a failure to audit.
         Ok(Exit::Ok) if !audit.errors.is_empty() => Outcome::Failed,
-        Ok(Exit::Ok) => Outcome::Ok,
-        Ok(Exit::Partial) => Outcome::Partial,
-        Ok(Exit::Error) | Err(_) => Outcome::Failed,
+        Ok(exit) => exit.outcome(),
+        Err(_) => Outcome::Failed,
     };
-    let mut entry = Entry::new(command, std::env::args().skip(1).collect(), outcome);
-    entry.details = audit.details;
     let mut errors = audit.errors;
     if let Err(err) = result {
         errors.push(format!("{err:#}"));
     }
+    let shadow = mirror::store::Shadow::open(&audit.shadow)?;
+    let entry = append_audit(
+        &shadow,
+        command,
+        std::env::args().skip(1).collect(),
+        outcome,
+        audit.details,
+        &errors,
+    )?;
+    Ok(Some(entry))
+}
+
+/// Append one audit entry now: for work that is an operation of its own inside a command
+/// (an automatic push, each snapshot of a watch, an alert), and for the command itself.
+pub fn append_audit(
+    shadow: &mirror::store::Shadow,
+    command: &str,
+    args: Vec<String>,
+    outcome: mirror::audit::Outcome,
+    details: serde_json::Value,
+    errors: &[String],
+) -> anyhow::Result<mirror::audit::Entry> {
+    let mut entry = mirror::audit::Entry::new(command, args, outcome);
+    entry.details = details;
     if !errors.is_empty() {
         entry.error = Some(errors.join("\n"));
     }
-    let shadow = mirror::store::Shadow::open(&audit.shadow)?;
-    mirror::audit::append(&shadow, &entry)?;
-    Ok(Some(entry))
+    mirror::audit::append(shadow, &entry)?;
+    Ok(entry)
 }
 
 /// Git runs hooks with `GIT_DIR`, `GIT_INDEX_FILE` (a temporary index during `commit -a`),

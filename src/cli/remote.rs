@@ -90,12 +90,7 @@ pub fn statuses(
     project: &mirror::project::Project,
     shadow: &mirror::store::Shadow,
 ) -> Vec<mirror::remote::RemoteStatus> {
-    project
-        .config
-        .remotes
-        .iter()
-        .map(|r| mirror::remote::status(shadow, r, &project.root))
-        .collect()
+    mirror::remote::statuses(shadow, &project.config.remotes, &project.root)
 }
 
 pub fn print_statuses(statuses: &[mirror::remote::RemoteStatus]) {

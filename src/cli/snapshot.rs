@@ -55,6 +55,46 @@ pub struct TierJson {
     pub error: Option<String>,
 }
 
+impl TierJson {
+    /// One tier's result as `mirror snapshot --json` prints it and the audit trail keeps it.
+    pub fn new(tier: &str, result: &anyhow::Result<mirror::snapshot::TierReport>) -> TierJson {
+        match result {
+            Ok(r) => TierJson {
+                tier: tier.to_owned(),
+                outcome: Some(r.outcome.clone()),
+                commit: r.commit.map(|c| c.to_string()),
+                added: r.counts.added,
+                modified: r.counts.modified,
+                deleted: r.counts.deleted,
+                files: r.files,
+                bytes: r.bytes,
+                unreadable: r.unreadable.clone(),
+                skipped: r.skipped.clone(),
+                mass_delete: r.mass_delete.is_some(),
+                critical: r.critical,
+                warnings: r.warnings.clone(),
+                error: None,
+            },
+            Err(err) => TierJson {
+                tier: tier.to_owned(),
+                outcome: None,
+                commit: None,
+                added: 0,
+                modified: 0,
+                deleted: 0,
+                files: 0,
+                bytes: 0,
+                unreadable: Vec::new(),
+                skipped: Vec::new(),
+                mass_delete: false,
+                critical: 0,
+                warnings: Vec::new(),
+                error: Some(format!("{err:#}")),
+            },
+        }
+    }
+}
+
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let (project, shadow) = open_project(ctx)?;
     ctx.audit_into(&shadow);
@@ -113,16 +153,6 @@ pub fn auto_push(
 ) -> anyhow::Result<()> {
     let reports = super::push::push_all(project, shadow, &project.config.remotes)?;
     let exit = super::push::print_reports(ctx, &reports, quiet_stdout);
-    let outcome = match exit {
-        Exit::Ok => mirror::audit::Outcome::Ok,
-        _ => mirror::audit::Outcome::Failed,
-    };
-    let mut entry = mirror::audit::Entry::new(
-        "push",
-        vec!["push".into(), "--after-snapshot".into()],
-        outcome,
-    );
-    entry.details = serde_json::to_value(&reports)?;
     let errors: Vec<String> = reports
         .iter()
         .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.remote)))
@@ -135,9 +165,16 @@ pub fn auto_push(
             None,
             Vec::new(),
         );
-        entry.error = Some(errors.join("\n"));
     }
-    mirror::audit::append(shadow, &entry)?;
+    // A diverged remote fails the push too (exit 1) though it carries no error text.
+    super::append_audit(
+        shadow,
+        "push",
+        vec!["push".into(), "--after-snapshot".into()],
+        exit.outcome(),
+        serde_json::to_value(&reports)?,
+        &errors,
+    )?;
     Ok(())
 }
 
@@ -194,43 +231,13 @@ pub fn report(
                         Outcome::Nothing => println!("{tier:<16} {id}  nothing to record"),
                     }
                 }
-                out.push(TierJson {
-                    tier,
-                    outcome: Some(r.outcome),
-                    commit: r.commit.map(|c| c.to_string()),
-                    added: r.counts.added,
-                    modified: r.counts.modified,
-                    deleted: r.counts.deleted,
-                    files: r.files,
-                    bytes: r.bytes,
-                    unreadable: r.unreadable,
-                    skipped: r.skipped,
-                    mass_delete: r.mass_delete.is_some(),
-                    critical: r.critical,
-                    warnings: r.warnings,
-                    error: None,
-                });
+                out.push(TierJson::new(&tier, &Ok(r)));
             }
             Err(err) => {
                 exit = Exit::Error;
                 eprintln!("error: {err:#}");
                 ctx.audit_error(format!("{err:#}"));
-                out.push(TierJson {
-                    tier,
-                    outcome: None,
-                    commit: None,
-                    added: 0,
-                    modified: 0,
-                    deleted: 0,
-                    files: 0,
-                    bytes: 0,
-                    unreadable: Vec::new(),
-                    skipped: Vec::new(),
-                    mass_delete: false,
-                    critical: 0,
-                    warnings: Vec::new(),
-                    error: Some(format!("{err:#}")),
-                });
+                out.push(TierJson::new(&tier, &Err(err)));
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use mirror::audit::{Entry, Outcome};
+use mirror::audit::Outcome;
 use mirror::snapshot::{EmptyPolicy, Options};
 use mirror::watch::{classify, Msg, Pending, Seen, Watcher};
 
@@ -504,25 +504,12 @@ impl Loop<'_> {
             }
             Err(e) => (Exit::Error, Vec::new(), Some(format!("{e:#}"))),
         };
-        let outcome = match exit {
-            Exit::Ok => Outcome::Ok,
-            Exit::Partial => Outcome::Partial,
-            Exit::Error => Outcome::Failed,
-        };
-        let mut entry = Entry::new(
-            "snapshot",
-            vec!["watch".into(), "--trigger".into(), trigger.into()],
-            outcome,
-        );
-        entry.details = serde_json::to_value(&out)?;
+        let outcome = exit.outcome();
         let errors: Vec<String> = out
             .iter()
             .filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.tier)))
             .chain(error.clone())
             .collect();
-        if !errors.is_empty() {
-            entry.error = Some(errors.join("\n"));
-        }
         // An event-driven run that found nothing new is not worth an audit entry each time
         // (an editor saving every few seconds); the periodic full runs are always audited.
         let nothing_new = outcome == Outcome::Ok
@@ -531,22 +518,19 @@ impl Loop<'_> {
                 .iter()
                 .all(|t| t.outcome != Some(mirror::snapshot::Outcome::Recorded));
         if !nothing_new {
-            mirror::audit::append(&self.shadow, &entry)?;
-        }
-        match outcome {
-            Outcome::Failed => alerts.push(self.make_alert(
-                "snapshot-failed",
-                format!("snapshot failed: {}", errors.join("; ")),
-                None,
-                Vec::new(),
-            )),
-            Outcome::Partial => alerts.push(self.make_alert(
-                "snapshot-partial",
-                "snapshot is partial: some files could not be read (see `mirror log`)".into(),
-                None,
-                Vec::new(),
-            )),
-            Outcome::Ok => {}
+            let entry = super::append_audit(
+                &self.shadow,
+                "snapshot",
+                vec!["watch".into(), "--trigger".into(), trigger.into()],
+                outcome,
+                serde_json::to_value(&out)?,
+                &errors,
+            )?;
+            // The same alerts as for `mirror snapshot`.
+            if let Some(mut alert) = super::alerts::for_entry(self.ctx, "snapshot", &entry) {
+                alert.source = "watch".into();
+                alerts.push(alert);
+            }
         }
         if let Some(e) = error {
             anyhow::bail!(e);
@@ -627,17 +611,7 @@ impl Loop<'_> {
             )
         });
         let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
-        let mut entry = Entry::new(
-            "restore",
-            vec![
-                "watch".into(),
-                "--missing".into(),
-                "--tier".into(),
-                tier.into(),
-            ],
-            Outcome::Ok,
-        );
-        match &result {
+        let (mut outcome, details, errors) = match &result {
             Ok(report) => {
                 let written: u64 = report.restored.iter().map(|r| r.written).sum();
                 println!(
@@ -645,60 +619,71 @@ impl Loop<'_> {
                     commit.to_hex_with_len(7),
                     paths.join(", ")
                 );
-                entry.details = serde_json::json!({ "restored": report.restored, "paths": paths });
                 super::checkout::print_warnings(report);
-                let still_missing: Vec<String> = paths
-                    .iter()
-                    .filter(|p| self.project.root.join(p).symlink_metadata().is_err())
-                    .cloned()
-                    .collect();
-                if !still_missing.is_empty() {
-                    entry.result = Outcome::Failed;
-                    eprintln!(
-                        "{stamp} error: {} critical file(s) of tier {tier} could not be restored: {}",
-                        still_missing.len(),
-                        still_missing.join(", ")
-                    );
-                    let new: Vec<String> = still_missing
-                        .into_iter()
-                        .filter(|p| self.alerted.insert(p.clone()))
-                        .collect();
-                    if !new.is_empty() {
-                        self.alert(
-                            "critical-missing",
-                            format!(
-                                "{} critical file(s) of tier {tier} disappeared and could not be restored",
-                                new.len()
-                            ),
-                            Some(tier),
-                            new,
-                        );
-                    }
-                }
                 let problems = report
                     .restored
                     .iter()
                     .any(|r| super::checkout::report_problems(r) != Exit::Ok);
-                if problems && entry.result == Outcome::Ok {
-                    entry.result = Outcome::Partial;
-                }
+                let outcome = if problems {
+                    Outcome::Partial
+                } else {
+                    Outcome::Ok
+                };
+                let details = serde_json::json!({ "restored": report.restored, "paths": paths });
+                (outcome, details, Vec::new())
             }
             Err(e) => {
-                eprintln!(
-                    "{stamp} error: could not restore the critical files of tier {tier}: {e:#}"
-                );
-                entry.result = Outcome::Failed;
-                entry.error = Some(format!("{e:#}"));
                 self.exit = Exit::Error;
+                (
+                    Outcome::Failed,
+                    serde_json::json!({ "paths": paths }),
+                    vec![format!("{e:#}")],
+                )
+            }
+        };
+        // Whatever the report says, what counts is what is on disk now.
+        let still_missing: Vec<String> = paths
+            .iter()
+            .filter(|p| self.project.root.join(p).symlink_metadata().is_err())
+            .cloned()
+            .collect();
+        if !still_missing.is_empty() {
+            outcome = Outcome::Failed;
+            eprintln!(
+                "{stamp} error: {} critical file(s) of tier {tier} could not be restored: {}{}",
+                still_missing.len(),
+                still_missing.join(", "),
+                errors
+                    .first()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+            // Once per file until it is back.
+            let new: Vec<String> = still_missing
+                .into_iter()
+                .filter(|p| self.alerted.insert(p.clone()))
+                .collect();
+            if !new.is_empty() {
                 self.alert(
                     "critical-missing",
-                    format!("critical files of tier {tier} disappeared and could not be restored: {e:#}"),
+                    format!(
+                        "{} critical file(s) of tier {tier} disappeared and could not be restored",
+                        new.len()
+                    ),
                     Some(tier),
-                    paths.clone(),
+                    new,
                 );
             }
         }
-        if let Err(e) = mirror::audit::append(&self.shadow, &entry) {
+        let args = vec![
+            "watch".into(),
+            "--missing".into(),
+            "--tier".into(),
+            tier.into(),
+        ];
+        if let Err(e) =
+            super::append_audit(&self.shadow, "restore", args, outcome, details, &errors)
+        {
             eprintln!("error: could not audit the restore: {e:#}");
         }
     }
@@ -737,9 +722,6 @@ impl Loop<'_> {
         tier: Option<&str>,
         paths: Vec<String>,
     ) -> mirror::alert::Alert {
-        let mut alert = mirror::alert::Alert::new(event, "watch", &self.project.root, message);
-        alert.tier = tier.map(str::to_owned);
-        alert.paths = paths;
-        alert
+        mirror::alert::Alert::new(event, "watch", &self.project.root, message).about(tier, paths)
     }
 }

@@ -62,6 +62,9 @@ pub struct Local {
     /// The whole audit trail was read (else only the newest [`AUDIT_SCAN`] entries: "never"
     /// means "not among those").
     pub audit_complete: bool,
+    /// The entries read, newest first; `None` when the trail could not be read (`errors`
+    /// says why).
+    pub audit: Option<Vec<Recorded>>,
     /// The configured remotes (name, url), in order.
     pub remotes: Vec<(String, String)>,
 }
@@ -137,14 +140,15 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
     let interval_secs = interval.as_secs();
     let mut errors = Vec::new();
     let statuses = status::status(project, shadow, &[])?;
-    let entries = match audit::list(shadow, AUDIT_SCAN, false) {
-        Ok(e) => e,
+    let audit_trail = match audit::list(shadow, AUDIT_SCAN, false) {
+        Ok(e) => Some(e),
         Err(e) => {
             errors.push(format!("audit trail: {e:#}"));
-            Vec::new()
+            None
         }
     };
-    let checked_by_audit = last_checked(&entries, now + FUTURE_SLACK);
+    let entries = audit_trail.as_deref().unwrap_or_default();
+    let checked_by_audit = last_checked(entries, now + FUTURE_SLACK);
     let audit_complete = entries.len() < AUDIT_SCAN;
     let tags = history::tags_by_commit(shadow).unwrap_or_else(|e| {
         errors.push(format!("tags: {e:#}"));
@@ -216,7 +220,7 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
         .iter()
         .find(|e| e.entry.command == "verify")
         .cloned();
-    let pushes = pushes(&entries);
+    let pushes = pushes(entries);
 
     let mut milestones = match milestone::list(shadow) {
         Ok(m) => m,
@@ -239,6 +243,7 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
     Ok(Local {
         generated: now,
         audit_complete,
+        audit: audit_trail,
         project: project.root.display().to_string(),
         shadow: shadow.path.display().to_string(),
         host: crate::host::hostname(),
@@ -260,50 +265,11 @@ pub fn gather_local(project: &Project, shadow: &Shadow, memo: &mut TotalsMemo) -
     })
 }
 
-/// Ask every configured remote for its state (as `mirror remote status`), all at once: one
-/// slow remote must not add its timeout to every other's.
+/// Ask every configured remote for its state (as `mirror remote status`).
 pub fn check_remotes(project: &Project, shadow: &Shadow) -> RemoteCheck {
-    let path = shadow.path.clone();
-    // Threads get only what is shareable: the root, not the project (its keys are not).
-    let root = &project.root;
-    let statuses = std::thread::scope(|scope| {
-        let handles: Vec<_> = project
-            .config
-            .remotes
-            .iter()
-            .map(|r| {
-                let path = &path;
-                scope.spawn(move || match Shadow::open(path) {
-                    Ok(own) => remote::status(&own, r, root),
-                    Err(e) => RemoteStatus {
-                        remote: r.name.clone(),
-                        url: remote::redact_url(&r.url),
-                        state: State::Unreachable,
-                        behind: 0,
-                        ahead: 0,
-                        error: Some(format!("could not open the shadow repository: {e:#}")),
-                    },
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(&project.config.remotes)
-            .map(|(h, r)| {
-                h.join().unwrap_or_else(|_| RemoteStatus {
-                    remote: r.name.clone(),
-                    url: remote::redact_url(&r.url),
-                    state: State::Unreachable,
-                    behind: 0,
-                    ahead: 0,
-                    error: Some("the check of this remote crashed".into()),
-                })
-            })
-            .collect()
-    });
     RemoteCheck {
         checked: chrono::Utc::now().timestamp(),
-        statuses,
+        statuses: remote::statuses(shadow, &project.config.remotes, &project.root),
     }
 }
 

@@ -20,7 +20,6 @@ use axum::Router;
 
 use super::html::{self, Mode};
 use super::{Dashboard, Local, RemoteCheck, TotalsMemo};
-use crate::audit::Recorded;
 use crate::history::Snapshot;
 
 /// After SIGINT/SIGTERM, open requests get this long before the server exits anyway.
@@ -62,7 +61,6 @@ type Gathered = Result<Arc<Data>, Arc<String>>;
 struct Data {
     local: Local,
     log: Vec<Snapshot>,
-    audit: Vec<Recorded>,
 }
 
 /// A mutex whose holder panicked still guards valid data here (every writer replaces the
@@ -78,8 +76,7 @@ impl Shared {
             let local = super::gather_local(&project, &shadow, &mut lock(&self.memo))?;
             let tiers: Vec<String> = project.config.tier_names();
             let log = crate::history::log(&shadow, &tiers, API_LIST)?;
-            let audit = crate::audit::list(&shadow, API_LIST, false)?;
-            Ok(Data { local, log, audit })
+            Ok(Data { local, log })
         };
         run().map(Arc::new).map_err(|e| Arc::new(format!("{e:#}")))
     }
@@ -259,7 +256,11 @@ fn router(shared: Arc<Shared>) -> Router {
             "/api/audit",
             get(|State(s): State<Arc<Shared>>| {
                 blocking(s, |s| match s.data() {
-                    Ok(d) => json_response(&d.audit),
+                    // The newest of the entries the page was gathered from.
+                    Ok(d) => match &d.local.audit {
+                        Some(entries) => json_response(&&entries[..API_LIST.min(entries.len())]),
+                        None => json_error(&d.local.errors.join("; ")),
+                    },
                     Err(e) => json_error(&e),
                 })
             }),
