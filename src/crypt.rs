@@ -44,14 +44,9 @@ pub fn parse_recipient(text: &str) -> std::result::Result<Recipient, String> {
 
 /// The default identity file: `$XDG_CONFIG_HOME/mirror/identity.txt` (or `~/.config/…`).
 pub fn default_identity_path() -> Result<PathBuf> {
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(
-            std::env::var_os("HOME").context("neither XDG_CONFIG_HOME nor HOME is set")?,
-        )
-        .join(".config"),
-    };
-    Ok(base.join("mirror").join("identity.txt"))
+    Ok(crate::host::xdg_dir("XDG_CONFIG_HOME", ".config")?
+        .join("mirror")
+        .join("identity.txt"))
 }
 
 /// Create a new X25519 identity at `path` (mode 0600, never overwriting) and return its

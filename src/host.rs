@@ -23,3 +23,16 @@ pub fn user() -> String {
         None => format!("uid {uid}"),
     }
 }
+
+/// A base directory of the XDG spec: `$VAR` when set and not empty, else `$HOME/under_home`
+/// (`XDG_CONFIG_HOME` and `.config`, `XDG_DATA_HOME` and `.local/share`).
+pub fn xdg_dir(var: &str, under_home: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    if let Some(dir) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        return Ok(std::path::PathBuf::from(dir));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .with_context(|| format!("neither {var} nor HOME is set"))?;
+    Ok(std::path::PathBuf::from(home).join(under_home))
+}

@@ -14,13 +14,9 @@ use crate::store::Shadow;
 
 /// `$XDG_DATA_HOME/mirror` (default `~/.local/share/mirror`).
 pub fn data_dir() -> Result<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(x).join("mirror"));
-    }
-    let home = std::env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .context("neither XDG_DATA_HOME nor HOME is set; use --shadow PATH")?;
-    Ok(PathBuf::from(home).join(".local/share/mirror"))
+    Ok(crate::host::xdg_dir("XDG_DATA_HOME", ".local/share")
+        .context("no data directory for the shadow repository; use --shadow PATH")?
+        .join("mirror"))
 }
 
 fn registry_file() -> Result<PathBuf> {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 /// The systemd unit of the project at `root`: its name and the file it lives in.
 pub struct Unit {
@@ -17,14 +17,9 @@ pub struct Unit {
 /// `$XDG_CONFIG_HOME/systemd/user` (default `~/.config/systemd/user`), where systemd looks
 /// for a user's units.
 pub fn unit_dir() -> Result<PathBuf> {
-    let config = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(
-            std::env::var_os("HOME").context("neither XDG_CONFIG_HOME nor HOME is set")?,
-        )
-        .join(".config"),
-    };
-    Ok(config.join("systemd").join("user"))
+    Ok(crate::host::xdg_dir("XDG_CONFIG_HOME", ".config")?
+        .join("systemd")
+        .join("user"))
 }
 
 /// One unit per project: the directory name (for people) and a hash of the full path (for
