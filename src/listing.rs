@@ -68,6 +68,26 @@ pub type Listing = BTreeMap<BString, Item>;
 
 /// Write the trees for `listing` and return the root tree id.
 pub fn write_tree(shadow: &Shadow, listing: &Listing) -> Result<ObjectId> {
+    Ok(write_tree_on(shadow, listing, None)?.id)
+}
+
+/// The snapshot a new tree is written against: `listing` is exactly what `tree` holds.
+pub struct Base<'a> {
+    pub tree: ObjectId,
+    pub listing: &'a Listing,
+}
+
+pub struct Written {
+    pub id: ObjectId,
+    /// Trees built (hashed, and stored unless they existed): with a base, only the
+    /// directories with a change below them; every directory without one.
+    pub built: usize,
+}
+
+/// Write the trees for `listing`, reusing from `base` the tree of every directory with no
+/// change below it: a one-file change builds only the trees on that file's path, however
+/// large the tier (the old trees along that path are read to find their siblings' ids).
+pub fn write_tree_on(shadow: &Shadow, listing: &Listing, base: Option<Base>) -> Result<Written> {
     let entries: Vec<(&[u8], &Item)> = listing.iter().map(|(p, i)| (p.as_slice(), i)).collect();
     // An empty directory points at the empty tree, which must then exist as an object for
     // `git fsck` connectivity; written only when used, so it is never a dangling object.
@@ -77,58 +97,136 @@ pub fn write_tree(shadow: &Shadow, listing: &Listing) -> Result<ObjectId> {
             .write_object(&gix::objs::Tree::empty())
             .context("could not write the empty tree")?;
     }
-    write_dir(shadow, &entries, empty)
+    let dirty = base.as_ref().map(|b| changed_dirs(b.listing, listing));
+    let mut writer = TreeWriter {
+        shadow,
+        empty,
+        dirty,
+        built: 0,
+    };
+    let id = writer.write_dir(&entries, b"", base.map(|b| b.tree))?;
+    Ok(Written {
+        id,
+        built: writer.built,
+    })
 }
 
-fn write_dir(shadow: &Shadow, entries: &[(&[u8], &Item)], empty: ObjectId) -> Result<ObjectId> {
-    let mut tree = gix::objs::Tree::empty();
-    let mut i = 0;
-    while i < entries.len() {
-        let (path, item) = entries[i];
-        match path.find_byte(b'/') {
-            None => {
-                let oid = if item.mode == Mode::EmptyDir {
-                    empty
-                } else {
-                    item.oid
-                };
-                tree.entries.push(Entry {
-                    mode: item.mode.entry_kind().into(),
-                    filename: path.into(),
-                    oid,
-                });
-                i += 1;
+/// Every directory (`""` for the root) with an added, removed or changed path below it.
+fn changed_dirs<'a>(old: &'a Listing, new: &'a Listing) -> std::collections::HashSet<&'a [u8]> {
+    let mut dirs = std::collections::HashSet::new();
+    for (path, _) in changes(old, new) {
+        let mut p = path.as_slice();
+        loop {
+            let parent = p.rfind_byte(b'/').map_or(&p[..0], |slash| &p[..slash]);
+            if !dirs.insert(parent) || parent.is_empty() {
+                break;
             }
-            Some(slash) => {
-                // All paths below this directory are contiguous in byte order, because
-                // they share the prefix "name/".
-                let name = &path[..slash];
-                let mut j = i;
-                let mut children = Vec::new();
-                while j < entries.len() {
-                    let (p, it) = entries[j];
-                    if p.len() > slash && &p[..slash] == name && p[slash] == b'/' {
-                        children.push((&p[slash + 1..], it));
-                        j += 1;
-                    } else {
-                        break;
-                    }
-                }
-                let oid = write_dir(shadow, &children, empty)?;
-                tree.entries.push(Entry {
-                    mode: EntryKind::Tree.into(),
-                    filename: name.into(),
-                    oid,
-                });
-                i = j;
-            }
+            p = parent;
         }
     }
-    // Git orders tree entries by name with directories compared as "name/".
-    tree.entries.sort();
-    shadow
-        .write_object(&tree)
-        .context("could not write a tree object")
+    dirs
+}
+
+struct TreeWriter<'a> {
+    shadow: &'a Shadow,
+    empty: ObjectId,
+    /// With a base: the directories that must be rebuilt.
+    dirty: Option<std::collections::HashSet<&'a [u8]>>,
+    built: usize,
+}
+
+impl TreeWriter<'_> {
+    /// Write the directory `dir` (tier-relative, `""` for the root) whose entries, relative to
+    /// it, are `entries`; `old` is its tree in the base, if it had one.
+    fn write_dir(
+        &mut self,
+        entries: &[(&[u8], &Item)],
+        dir: &[u8],
+        old: Option<ObjectId>,
+    ) -> Result<ObjectId> {
+        // The old tree's subdirectories, to take unchanged ones from.
+        let old_subtrees: std::collections::HashMap<BString, ObjectId> = match old {
+            Some(id) if self.dirty.is_some() => self.subtrees(id)?,
+            _ => Default::default(),
+        };
+        let mut tree = gix::objs::Tree::empty();
+        let mut i = 0;
+        while i < entries.len() {
+            let (path, item) = entries[i];
+            match path.find_byte(b'/') {
+                None => {
+                    let oid = if item.mode == Mode::EmptyDir {
+                        self.empty
+                    } else {
+                        item.oid
+                    };
+                    tree.entries.push(Entry {
+                        mode: item.mode.entry_kind().into(),
+                        filename: path.into(),
+                        oid,
+                    });
+                    i += 1;
+                }
+                Some(slash) => {
+                    // All paths below this directory are contiguous in byte order, because
+                    // they share the prefix "name/".
+                    let name = &path[..slash];
+                    let below =
+                        |p: &[u8]| p.len() > slash && &p[..slash] == name && p[slash] == b'/';
+                    let j = i + entries[i..].partition_point(|(p, _)| below(p));
+                    let mut full = dir.to_vec();
+                    if !full.is_empty() {
+                        full.push(b'/');
+                    }
+                    full.extend_from_slice(name);
+                    let old_child = old_subtrees.get(name.as_bstr()).copied();
+                    let unchanged = self
+                        .dirty
+                        .as_ref()
+                        .is_some_and(|d| !d.contains(full.as_slice()));
+                    let oid = match old_child {
+                        Some(id) if unchanged => id,
+                        _ => {
+                            let children: Vec<(&[u8], &Item)> = entries[i..j]
+                                .iter()
+                                .map(|(p, it)| (&p[slash + 1..], *it))
+                                .collect();
+                            self.write_dir(&children, &full, old_child)?
+                        }
+                    };
+                    tree.entries.push(Entry {
+                        mode: EntryKind::Tree.into(),
+                        filename: name.into(),
+                        oid,
+                    });
+                    i = j;
+                }
+            }
+        }
+        // Git orders tree entries by name with directories compared as "name/".
+        tree.entries.sort();
+        self.built += 1;
+        self.shadow
+            .write_object(&tree)
+            .context("could not write a tree object")
+    }
+
+    fn subtrees(&self, id: ObjectId) -> Result<std::collections::HashMap<BString, ObjectId>> {
+        let tree = self
+            .shadow
+            .repo
+            .find_tree(id)
+            .with_context(|| format!("tree {id} of the previous snapshot is missing"))?;
+        let decoded = tree
+            .decode()
+            .with_context(|| format!("tree {id} of the previous snapshot is corrupt"))?;
+        Ok(decoded
+            .entries
+            .iter()
+            .filter(|e| e.mode.is_tree())
+            .map(|e| (e.filename.to_owned(), e.oid.to_owned()))
+            .collect())
+    }
 }
 
 /// Read a commit's tree back into a flat listing, refusing names that could escape a tier
@@ -379,6 +477,88 @@ mod tests {
                 deleted: 1
             }
         );
+    }
+
+    fn blob(shadow: &Shadow, text: &str) -> Item {
+        Item {
+            mode: Mode::File,
+            oid: shadow.write_blob(text.as_bytes()).unwrap(),
+        }
+    }
+
+    /// Every tree id reachable from `root`, by path.
+    fn trees(shadow: &Shadow, root: ObjectId) -> BTreeMap<BString, ObjectId> {
+        let mut out = BTreeMap::new();
+        let mut todo = vec![(BString::default(), root)];
+        while let Some((path, id)) = todo.pop() {
+            out.insert(path.clone(), id);
+            let tree = shadow.repo.find_tree(id).unwrap();
+            for e in tree.decode().unwrap().entries {
+                if e.mode.is_tree() {
+                    let mut child = path.clone();
+                    if !child.is_empty() {
+                        child.push(b'/');
+                    }
+                    child.extend_from_slice(e.filename);
+                    todo.push((child, e.oid.to_owned()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_deep_change_rebuilds_exactly_the_trees_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let shadow = Shadow::create(&dir.path().join("s"), dir.path(), "t").unwrap();
+        let mut old = Listing::new();
+        for a in 0..5 {
+            for b in 0..5 {
+                for c in 0..4 {
+                    let path = format!("a{a}/b{b}/c{c}/file");
+                    old.insert(path.clone().into(), blob(&shadow, &path));
+                }
+            }
+        }
+        old.insert("a1/empty".into(), item(Mode::EmptyDir, 0));
+        let first = write_tree_on(&shadow, &old, None).unwrap();
+        // 1 root + 5 + 25 + 100 directories.
+        assert_eq!(first.built, 131);
+
+        let mut new = old.clone();
+        new.insert("a3/b2/c1/file".into(), blob(&shadow, "changed"));
+        let base = Base {
+            tree: first.id,
+            listing: &old,
+        };
+        let second = write_tree_on(&shadow, &new, Some(base)).unwrap();
+        assert_eq!(second.built, 4, "root, a3, a3/b2, a3/b2/c1");
+        // The same trees as a build from scratch, and only the ones above the change differ.
+        assert_eq!(second.id, write_tree(&shadow, &new).unwrap());
+        let (before, after) = (trees(&shadow, first.id), trees(&shadow, second.id));
+        let differ: Vec<&BString> = after
+            .iter()
+            .filter(|(p, id)| before.get(*p) != Some(id))
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(differ, ["", "a3", "a3/b2", "a3/b2/c1"]);
+
+        // Adding into an empty directory, and removing a whole directory.
+        let mut third = new.clone();
+        third.remove(BStr::new("a1/empty"));
+        third.insert("a1/empty/now".into(), blob(&shadow, "x"));
+        for c in 0..4 {
+            third.remove(format!("a4/b4/c{c}/file").as_bytes().as_bstr());
+        }
+        let base = Base {
+            tree: second.id,
+            listing: &new,
+        };
+        let written = write_tree_on(&shadow, &third, Some(base)).unwrap();
+        assert_eq!(written.id, write_tree(&shadow, &third).unwrap());
+        // a4/b4 is gone: nothing is left below it.
+        assert_eq!(written.built, 4, "root, a1, a1/empty, a4");
+        assert_eq!(read_tree(&shadow, written.id).unwrap(), third);
     }
 
     #[test]

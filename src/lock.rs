@@ -42,7 +42,7 @@ fn timeout() -> Duration {
 /// The writer lock: held by every operation that writes snapshots, tags or refs other than
 /// the audit trail. Ref lock files left by a killed writer are removed once it is held.
 pub fn acquire(shadow: &Path, operation: &str) -> Result<ShadowLock> {
-    let mut lock = acquire_file(shadow, "lock", operation)?;
+    let mut lock = acquire_file(shadow, "lock", operation, timeout())?;
     lock.removed_stale = remove_stale_ref_locks(shadow)?;
     Ok(lock)
 }
@@ -50,7 +50,7 @@ pub fn acquire(shadow: &Path, operation: &str) -> Result<ShadowLock> {
 /// The audit lock: held only for the milliseconds of an audit append, so appending never
 /// waits behind a long snapshot. Once held, a lock file of the audit ref is stale.
 pub fn acquire_audit(shadow: &Path) -> Result<ShadowLock> {
-    let mut lock = acquire_file(shadow, "audit-lock", "audit append")?;
+    let mut lock = acquire_file(shadow, "audit-lock", "audit append", timeout())?;
     let stale = shadow.join("refs/mirror/audit.lock");
     if stale.exists() {
         std::fs::remove_file(&stale)
@@ -60,7 +60,19 @@ pub fn acquire_audit(shadow: &Path) -> Result<ShadowLock> {
     Ok(lock)
 }
 
-fn acquire_file(shadow: &Path, name: &str, operation: &str) -> Result<ShadowLock> {
+/// The gc lock: `mirror gc` never takes the writer lock (a snapshot in a hook must not wait
+/// for it; gc only adds packs and removes copies of objects already packed), but two gcs must
+/// not remove each other's files. `wait: false`: `None` at once when another gc runs.
+pub fn acquire_gc(shadow: &Path, wait: bool) -> Result<Option<ShadowLock>> {
+    let limit = if wait { timeout() } else { Duration::ZERO };
+    match acquire_file(shadow, "gc-lock", "gc", limit) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(err) if !wait && matches!(err.downcast_ref(), Some(Error::Locked { .. })) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+fn acquire_file(shadow: &Path, name: &str, operation: &str, limit: Duration) -> Result<ShadowLock> {
     let dir = shadow.join("mirror");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
     let path = dir.join(name);
@@ -72,7 +84,6 @@ fn acquire_file(shadow: &Path, name: &str, operation: &str) -> Result<ShadowLock
         .open(&path)
         .with_context(|| format!("could not open lock file {}", path.display()))?;
     let started = Instant::now();
-    let limit = timeout();
     loop {
         match file.try_lock() {
             Ok(()) => break,

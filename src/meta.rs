@@ -50,20 +50,23 @@ pub fn encode(mtimes: &Mtimes) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + mtimes.len() * 48);
     out.extend_from_slice(HEADER);
     out.push(0);
+    // `write!` into the Vec itself: no string per record (a note has one per file).
+    use std::io::Write;
     for (path, meta) in mtimes {
         let ns = meta.mtime_ns;
         let secs = ns.div_euclid(1_000_000_000);
         let nanos = ns.rem_euclid(1_000_000_000);
-        out.extend_from_slice(format!("m {secs} {nanos} ").as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "m {secs} {nanos} ");
         out.extend_from_slice(path);
         out.push(0);
         if let Some(perm) = meta.perm {
-            out.extend_from_slice(format!("p {perm:o} ").as_bytes());
+            let _ = write!(out, "p {perm:o} ");
             out.extend_from_slice(path);
             out.push(0);
         }
         if let Some(size) = meta.encrypted {
-            out.extend_from_slice(format!("e {size} ").as_bytes());
+            let _ = write!(out, "e {size} ");
             out.extend_from_slice(path);
             out.push(0);
         }

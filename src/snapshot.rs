@@ -5,10 +5,9 @@
 //! and the stat cache is saved last. A crash anywhere leaves unreferenced objects at worst.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +16,7 @@ use gix::ObjectId;
 
 use crate::config::Tier;
 use crate::crypt::{self, Encryptor, Keys};
+use crate::ingest;
 use crate::listing::{self, Counts, Item, Listing, Mode};
 use crate::meta::{self, Mtimes};
 use crate::progress::Progress;
@@ -285,23 +285,64 @@ pub fn scan_focused(
     // The walk is sorted by path, so the maps below are bulk-built from sorted vectors.
     let mut items = Vec::with_capacity(walked.files.len());
     let mut times = Vec::with_capacity(walked.files.len());
-    for entry in &walked.files {
-        progress.advance(1);
-        let hit = cache_hit(entry);
-        let treasure = is_treasure(entry, hit);
-        // A cached plaintext blob of a file that has since become a treasure (or the other
-        // way round) does not count: it must be stored again, the right way.
-        let cached = hit.filter(|c| c.encrypted.is_some() == treasure);
+    let verdicts: Vec<(Option<&CacheEntry>, bool)> = walked
+        .files
+        .iter()
+        .map(|entry| {
+            let hit = cache_hit(entry);
+            let treasure = is_treasure(entry, hit);
+            // A cached plaintext blob of a file that has since become a treasure (or the other
+            // way round) does not count: it must be stored again, the right way.
+            (hit.filter(|c| c.encrypted.is_some() == treasure), treasure)
+        })
+        .collect();
+    // Many plain files to read (a first snapshot): on every core, into a pack, while this
+    // thread reads the files that need the shadow itself (treasures, links).
+    let mut stored: Vec<Option<ingest::Stored>> = Vec::new();
+    let (plain, others): (Vec<usize>, Vec<usize>) = (0..walked.files.len())
+        .filter(|&i| verdicts[i].0.is_none())
+        .partition(|&i| !verdicts[i].1 && matches!(walked.files[i].kind, Kind::File { .. }));
+    if store == Store::Write && plain.len() >= ingest::PARALLEL_MIN {
+        shadow.begin_pack();
+        let entries: Vec<&walk::WalkEntry> = plain.iter().map(|&i| &walked.files[i]).collect();
+        let warnings = &mut out.warnings;
+        let (theirs, mine) = ingest::store_files_while(shadow, &entries, progress, || {
+            others
+                .iter()
+                .map(|&i| {
+                    let read = reader.read(&walked.files[i], verdicts[i].1, warnings);
+                    progress.advance(1);
+                    read
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        stored.resize_with(walked.files.len(), || None);
+        for (i, result) in plain
+            .into_iter()
+            .zip(theirs)
+            .chain(others.into_iter().zip(mine))
+        {
+            stored[i] = Some(result);
+        }
+    }
+    for (i, entry) in walked.files.iter().enumerate() {
+        let (cached, treasure) = verdicts[i];
+        let ready = stored.get_mut(i).and_then(Option::take);
+        if ready.is_none() {
+            progress.advance(1);
+        }
         out.all_cached &= cached.is_some();
         let (item, stat) = match cached {
             Some(c) => (c.item, entry.stat),
-            None => match reader.read(entry, treasure, &mut out.warnings)? {
-                Ok(found) => found,
-                Err(problem) => {
-                    unreadable.push((entry.rel.clone(), problem));
-                    continue;
+            None => {
+                match ready.map_or_else(|| reader.read(entry, treasure, &mut out.warnings), Ok)? {
+                    Ok(found) => found,
+                    Err(problem) => {
+                        unreadable.push((entry.rel.clone(), problem));
+                        continue;
+                    }
                 }
-            },
+            }
         };
         out.files += 1;
         out.bytes += stat.size;
@@ -469,28 +510,9 @@ impl EntryReader<'_> {
                 entry.stat,
             )));
         }
-        // O_NONBLOCK: if the file was replaced by a fifo after the walk, opening must not hang.
-        // O_NOFOLLOW: likewise for a file replaced by a symlink.
-        let mut file: File = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-            .open(&entry.abs)
-        {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(format!("could not open: {e}"))),
-        };
-        let md = match file.metadata() {
-            Ok(md) => md,
-            Err(e) => return Ok(Err(format!("could not stat: {e}"))),
-        };
-        if !md.is_file() {
-            return Ok(Err("is no longer a regular file".into()));
-        }
-        let stat = Stat::from_metadata(&md);
-        let mode = if stat.mode & 0o111 != 0 {
-            Mode::Exec
-        } else {
-            Mode::File
+        let (mut file, stat, mode) = match ingest::open_regular(entry) {
+            Ok(opened) => opened,
+            Err(why) => return Ok(Err(why)),
         };
         let mut not_compared = None;
         // Only where timestamps have sub-second precision (a non-zero nanosecond part): with
@@ -764,7 +786,16 @@ fn snapshot_tier(
     let same_as_tip =
         prev.tip.is_some() && scan.listing == *prev.listing() && scan.mtimes == *prev.mtimes();
     if !same_as_tip {
-        let tree = listing::write_tree(shadow, &scan.listing)?;
+        // Directories without a change keep the tip's trees: only the paths that changed are
+        // rebuilt.
+        let base = match prev.tip {
+            Some(tip) => Some(listing::Base {
+                tree: shadow.repo.find_commit(tip)?.tree_id()?.detach(),
+                listing: prev.listing(),
+            }),
+            None => None,
+        };
+        let tree = listing::write_tree_on(shadow, &scan.listing, base)?.id;
         let meta_blob = shadow.write_blob(&meta::encode(&scan.mtimes))?;
         let message = commit_message(tier, context, &report);
         let id = shadow.write_commit(tree, prev.tip, message, &context.signature)?;
@@ -798,16 +829,17 @@ fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan
         treasures: scan.treasures,
         entries: Default::default(),
     };
-    let stats: std::collections::HashMap<&BString, &Stat> =
-        scan.stats.iter().map(|(p, s)| (p, s)).collect();
-    // Both maps are sorted by path and the metadata's paths are a subset of the listing's:
-    // walk them together instead of looking every path up.
+    cache.entries.reserve(scan.listing.len());
+    // The listing, the metadata and the stats are all sorted by path, and the latter two hold
+    // subsets of the listing's paths: walk the three together instead of looking paths up.
     let mut metas = scan.mtimes.iter().peekable();
+    let mut stats = scan.stats.iter().peekable();
     for (path, item) in &scan.listing {
         let meta = metas.next_if(|(p, _)| *p == path).map(|(_, m)| m);
+        let stat = stats.next_if(|(p, _)| p == path).map(|(_, s)| *s);
         // Carried-forward and empty-dir entries have no fresh stat: a zero stat never matches
         // a real file, so they are re-read next time, but they keep the listing complete.
-        let stat = stats.get(path).map(|s| **s).unwrap_or_else(|| {
+        let stat = stat.unwrap_or_else(|| {
             // Keep the recorded metadata (mtime, permissions) in the cache's listing; a zero
             // size and inode never match a real file, so the path is read again next time.
             let perm = meta

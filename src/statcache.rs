@@ -19,9 +19,10 @@ use crate::meta::Mtimes;
 
 const MAGIC: &[u8] = b"MIRRORSTAT3\n";
 
-/// Path → entry. foldhash rather than SipHash: the keys are our own file names, and this map
-/// is probed once per file on every snapshot.
-pub type Entries = std::collections::HashMap<BString, CacheEntry, foldhash::fast::RandomState>;
+/// Path → entry, in path order (as saved, so the listing of the tip is rebuilt without a
+/// sort). foldhash rather than SipHash: the keys are our own file names, and this map is
+/// probed once per file on every snapshot.
+pub type Entries = indexmap::IndexMap<BString, CacheEntry, foldhash::fast::RandomState>;
 
 /// Coarsest timestamp granularity we allow for (ext3, HFS+: 1 s).
 const RACY_WINDOW_NS: i64 = 1_000_000_000;
@@ -143,10 +144,12 @@ impl Cache {
         out.extend_from_slice(&self.scan_start_ns.to_le_bytes());
         out.extend_from_slice(&self.treasures.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
-        let mut paths: Vec<_> = self.entries.keys().collect();
-        paths.sort();
-        for path in paths {
-            let e = &self.entries[path];
+        let mut entries: Vec<(&BString, &CacheEntry)> = self.entries.iter().collect();
+        // Built in path order by the snapshot; sorted here should anyone have built it otherwise.
+        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        }
+        for (path, e) in entries {
             out.extend_from_slice(&(path.len() as u32).to_le_bytes());
             out.extend_from_slice(path);
             out.push(e.item.mode.code());

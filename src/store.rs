@@ -49,6 +49,16 @@ pub struct Shadow {
     pub repo: gix::Repository,
     /// Loose objects this process created and has not made durable yet (see [`Shadow::sync`]).
     unsynced: std::cell::RefCell<Vec<ObjectId>>,
+    /// While started (see [`Shadow::begin_pack`]), new objects go into pack files, not loose.
+    pub packer: crate::pack::Packer,
+    /// The pack indexes, opened once, for streaming packed blobs (see [`Shadow::open_blob`]).
+    packs: std::cell::RefCell<Vec<OpenPack>>,
+}
+
+struct OpenPack {
+    index: gix::odb::pack::index::File,
+    pack: File,
+    pack_path: PathBuf,
 }
 
 /// Above this many new objects one `syncfs` beats an `fsync` per object.
@@ -142,6 +152,8 @@ impl Shadow {
             path: path.to_owned(),
             repo,
             unsynced: Default::default(),
+            packer: crate::pack::Packer::new(path.join("objects").join("pack")),
+            packs: Default::default(),
         })
     }
 
@@ -231,6 +243,8 @@ impl Shadow {
     /// (with their directories); many at once, one `syncfs` is cheaper.
     pub fn sync(&self) -> Result<()> {
         use rustix::fs::{fsync, open, syncfs, Mode, OFlags};
+        // Packs are flushed as they are written; the buffer is written (and packing ends) here.
+        self.packer.finish()?;
         let ids = std::mem::take(&mut *self.unsynced.borrow_mut());
         if ids.is_empty() {
             return Ok(());
@@ -287,15 +301,37 @@ impl Shadow {
 
     fn write_buf(&self, kind: gix::objs::Kind, data: &[u8]) -> Result<ObjectId> {
         let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data)?;
+        if self.has(&id) {
+            return Ok(id);
+        }
+        if self.packer.is_active() {
+            self.packer
+                .add(&crate::pack::Prepared::with_id(id, kind, data))?;
+            return Ok(id);
+        }
+        self.repo
+            .objects
+            .write_buf(kind, data)
+            .with_context(|| format!("could not write an object into {}", self.path.display()))?;
+        self.unsynced.borrow_mut().push(id);
+        Ok(id)
+    }
+
+    /// Does the repository (or the pack being written) have this object?
+    pub fn has(&self, id: &gix::oid) -> bool {
         // `objects.exists`, not `repo.has_object`: the latter reports the empty tree as always
         // present, but `git fsck` needs it as a real object once a tree refers to it.
-        if !gix::objs::Exists::exists(&self.repo.objects, &id) {
-            self.repo.objects.write_buf(kind, data).with_context(|| {
-                format!("could not write an object into {}", self.path.display())
-            })?;
-            self.unsynced.borrow_mut().push(id);
-        }
-        Ok(id)
+        self.packer.contains(id) || gix::objs::Exists::exists(&self.repo.objects, id)
+    }
+
+    /// From now until the next [`Shadow::sync`], write new objects into pack files: for an
+    /// operation that adds many objects at once (see `pack.rs` for why).
+    pub fn begin_pack(&self) {
+        self.packer.start();
+    }
+
+    pub fn pack_dir(&self) -> PathBuf {
+        self.packer.dir().to_owned()
     }
 
     /// Write a commit of `tree` with `parents` (an `Option` for a chain, none for a first commit).
@@ -362,25 +398,21 @@ impl Shadow {
     /// first, so an existing object is not rewritten), large ones streamed.
     pub fn write_stream(&self, size: u64, reader: &mut dyn Read) -> Result<ObjectId> {
         if size <= STREAM_THRESHOLD {
-            let mut buf = Vec::with_capacity(size as usize);
-            reader
-                .take(size + 1)
-                .read_to_end(&mut buf)
-                .context("read failed")?;
-            if buf.len() as u64 != size {
-                bail!(
-                    "changed size while being read ({size} bytes expected, {} read)",
-                    buf.len()
-                );
-            }
-            return self.write_blob(&buf);
+            return self.write_blob(&read_small(size, reader)?);
         }
-        let oid = self
-            .repo
-            .objects
-            .write_stream(gix::objs::Kind::Blob, size, reader)
-            .with_context(|| format!("could not write an object into {}", self.path.display()))?;
-        self.unsynced.borrow_mut().push(oid);
+        // Large objects go into a pack of their own, flushed as it is written: never held
+        // whole in memory, and deflated only as hard as their content deserves.
+        let (oid, packed) = crate::pack::stream_single(
+            &self.pack_dir(),
+            gix::objs::Kind::Blob,
+            size,
+            reader,
+            &|id| self.has(id),
+        )
+        .with_context(|| format!("could not write an object into {}", self.path.display()))?;
+        if packed.is_some() {
+            self.packer.note_packed(oid);
+        }
         Ok(oid)
     }
 
@@ -448,44 +480,83 @@ impl Shadow {
         }
     }
 
-    /// Stream a blob stored whole (undeltified) in a pack, as after `git gc` or a fetch: the
-    /// entry is a plain zlib stream, inflated incrementally straight from the mapped pack.
-    /// `None` when no pack has it undeltified.
+    /// Stream a blob stored whole (undeltified) in a pack, as mirror writes them (and as
+    /// `git gc` leaves large ones): the entry is a plain zlib stream, inflated incrementally
+    /// with positioned reads of the pack. `None` when no pack has it undeltified.
     fn open_packed_blob(&self, oid: &gix::oid) -> Result<Option<(u64, Box<dyn Read + '_>)>> {
-        use gix::odb::pack;
-        let dir = self.path.join("objects").join("pack");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let found = self.find_packed(oid)?;
+        let found = match found {
+            Some(found) => Some(found),
+            // A pack written since the list was read (by this process or another): look again.
+            None => {
+                self.packs.borrow_mut().clear();
+                self.find_packed(oid)?
+            }
+        };
+        let Some((file, pack_path, offset)) = found else {
             return Ok(None);
         };
-        for entry in entries {
-            let idx_path = entry?.path();
-            if idx_path.extension().is_none_or(|e| e != "idx") {
-                continue;
-            }
-            let index = pack::index::File::at(&idx_path, gix::hash::Kind::Sha1)
-                .with_context(|| format!("could not read pack index {}", idx_path.display()))?;
-            let Some(i) = index.lookup(oid) else { continue };
-            let pack_path = idx_path.with_extension("pack");
-            let data = pack::data::File::at(&pack_path, gix::hash::Kind::Sha1)
-                .with_context(|| format!("could not read pack {}", pack_path.display()))?;
-            let entry = data
-                .entry(index.pack_offset_at_index(i))
-                .with_context(|| format!("corrupt entry for {oid} in {}", pack_path.display()))?;
-            if entry.header != pack::data::entry::Header::Blob {
+        let mut head = [0u8; 16];
+        let n = read_at_most(&file, &mut head, offset)
+            .with_context(|| format!("could not read {}", pack_path.display()))?;
+        let (type_code, size, header_len) = parse_entry_header(&head[..n])
+            .with_context(|| format!("corrupt entry for {oid} in {}", pack_path.display()))?;
+        if type_code != 3 {
+            // A delta (6, 7) is rebuilt by gix; any other type is not a blob.
+            return Ok(None);
+        }
+        // Plain positioned reads, not a mapping: mapped pages of a 1 GiB pack would count as
+        // resident memory of this process.
+        let compressed = BufReader::with_capacity(
+            64 * 1024,
+            PositionedReader {
+                file,
+                offset: offset + header_len as u64,
+            },
+        );
+        let inflate = flate2::read::ZlibDecoder::new(compressed);
+        Ok(Some((
+            size,
+            Box::new(VerifyingReader::new(inflate, oid, size)),
+        )))
+    }
+
+    /// The pack file and offset holding `oid`, from the indexes opened so far (opening them
+    /// all when none is open yet).
+    fn find_packed(&self, oid: &gix::oid) -> Result<Option<(File, PathBuf, u64)>> {
+        use gix::odb::pack;
+        let mut packs = self.packs.borrow_mut();
+        if packs.is_empty() {
+            let dir = self.pack_dir();
+            let Ok(entries) = std::fs::read_dir(&dir) else {
                 return Ok(None);
+            };
+            for entry in entries {
+                let idx_path = entry?.path();
+                if idx_path.extension().is_none_or(|e| e != "idx") {
+                    continue;
+                }
+                let index = pack::index::File::at(&idx_path, gix::hash::Kind::Sha1)
+                    .with_context(|| format!("could not read pack index {}", idx_path.display()))?;
+                let pack_path = idx_path.with_extension("pack");
+                let pack = File::open(&pack_path)
+                    .with_context(|| format!("could not open {}", pack_path.display()))?;
+                packs.push(OpenPack {
+                    index,
+                    pack,
+                    pack_path,
+                });
             }
-            let size = entry.decompressed_size;
-            // Read with plain reads, not through the mapping: mapped pages of a 1 GiB pack
-            // would count as resident memory of this process.
-            let mut file = File::open(&pack_path)
-                .with_context(|| format!("could not open {}", pack_path.display()))?;
-            io::Seek::seek(&mut file, io::SeekFrom::Start(entry.data_offset))?;
-            let end = data.pack_end() as u64;
-            let compressed =
-                BufReader::with_capacity(64 * 1024, file.take(end - entry.data_offset));
-            let inflate = flate2::read::ZlibDecoder::new(compressed);
-            let reader = VerifyingReader::new(inflate, oid, size);
-            return Ok(Some((size, Box::new(reader))));
+        }
+        for open in packs.iter() {
+            if let Some(i) = open.index.lookup(oid) {
+                let offset = open.index.pack_offset_at_index(i);
+                return Ok(Some((
+                    open.pack.try_clone()?,
+                    open.pack_path.clone(),
+                    offset,
+                )));
+            }
         }
         Ok(None)
     }
@@ -529,6 +600,72 @@ pub fn point_head_at_tier(repo: &gix::Repository, tier: &str) -> Result<()> {
     })
     .context("could not point HEAD at the first tier")?;
     Ok(())
+}
+
+/// Read all `size` bytes of a small object into memory.
+fn read_small(size: u64, reader: &mut dyn Read) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(size as usize);
+    reader
+        .take(size + 1)
+        .read_to_end(&mut buf)
+        .context("read failed")?;
+    if buf.len() as u64 != size {
+        bail!(
+            "changed size while being read ({size} bytes expected, {} read)",
+            buf.len()
+        );
+    }
+    Ok(buf)
+}
+
+/// A plain file's blob, readied by a worker thread for [`Shadow::add_prepared`].
+pub enum PreparedBlob {
+    /// Hashed and deflated, for the writer to append to its pack.
+    Object(crate::pack::Prepared),
+    /// The repository already has it: nothing to write.
+    Existing(ObjectId),
+    /// Large: streamed into a pack of its own by the worker.
+    Packed(ObjectId),
+    Unreadable(ReadProblem),
+}
+
+/// The part of storing a plain file that can run on any thread (no [`Shadow`], which is not
+/// `Sync`): read, hash, check for the object in `repo`, deflate; a large file is streamed into
+/// a pack of its own in `pack_dir`.
+pub fn prepare_file_blob(
+    repo: &gix::Repository,
+    pack_dir: &Path,
+    file: File,
+    size: u64,
+) -> Result<PreparedBlob> {
+    let mut exact = ExactReader::new(file, size);
+    let exists = |id: &gix::oid| gix::objs::Exists::exists(&repo.objects, id);
+    let result = if size <= STREAM_THRESHOLD {
+        read_small(size, &mut exact).and_then(|data| {
+            let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)?;
+            Ok(if exists(&id) {
+                PreparedBlob::Existing(id)
+            } else {
+                PreparedBlob::Object(crate::pack::Prepared::with_id(
+                    id,
+                    gix::objs::Kind::Blob,
+                    &data,
+                ))
+            })
+        })
+    } else {
+        crate::pack::stream_single(pack_dir, gix::objs::Kind::Blob, size, &mut exact, &exists).map(
+            |(id, packed)| match packed {
+                Some(_) => PreparedBlob::Packed(id),
+                None => PreparedBlob::Existing(id),
+            },
+        )
+    };
+    match (result, exact.problem.take()) {
+        (_, Some(problem)) => Ok(PreparedBlob::Unreadable(problem)),
+        (Ok(prepared), None) => Ok(prepared),
+        (Err(err), None) => Err(err),
+    }
 }
 
 /// Compute a file's blob id without storing it (for `status` and `diff`).
@@ -709,4 +846,53 @@ fn replace_file(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     tmp.persist(path)
         .with_context(|| format!("could not replace {}", path.display()))?;
     Ok(())
+}
+
+/// Read into `buf` from `offset`, stopping early only at the end of the file.
+fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A pack entry's type code, inflated size and header length.
+fn parse_entry_header(bytes: &[u8]) -> Option<(u8, u64, usize)> {
+    let first = *bytes.first()?;
+    let type_code = (first >> 4) & 7;
+    let mut size = u64::from(first & 0x0f);
+    let mut shift = 4;
+    let mut i = 0;
+    let mut byte = first;
+    while byte & 0x80 != 0 {
+        i += 1;
+        byte = *bytes.get(i)?;
+        if shift > 57 {
+            return None;
+        }
+        size |= u64::from(byte & 0x7f) << shift;
+        shift += 7;
+    }
+    Some((type_code, size, i + 1))
+}
+
+/// `Read` over a shared file handle with positioned reads, from `offset` on.
+struct PositionedReader {
+    file: File,
+    offset: u64,
+}
+
+impl Read for PositionedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
 }

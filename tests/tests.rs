@@ -27,6 +27,8 @@ mod remotes;
 mod safety;
 #[path = "suite/snapshot.rs"]
 mod snapshot;
+#[path = "suite/storage.rs"]
+mod storage;
 #[path = "suite/treasure.rs"]
 mod treasure;
 #[path = "suite/verify.rs"]

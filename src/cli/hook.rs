@@ -106,6 +106,9 @@ fn snapshot(
     if !recorded.is_empty() && !ctx.quiet {
         eprintln!("mirror: recorded {}", recorded.join(", "));
     }
+    if !recorded.is_empty() {
+        super::gc::start_auto(&project.root, shadow);
+    }
     Ok(Exit::Ok)
 }
 

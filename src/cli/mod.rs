@@ -8,6 +8,7 @@ mod clone;
 mod dashboard;
 mod diff;
 mod fetch;
+mod gc;
 mod hook;
 mod hooks;
 mod init;
@@ -77,6 +78,7 @@ enum Command {
     Clone(clone::Args),
     Verify(verify::Args),
     Repair(repair::Args),
+    Gc(gc::Args),
     Dashboard(dashboard::Args),
     Report(report::Args),
     Watch(watch::Args),
@@ -105,6 +107,7 @@ impl Command {
             Command::Clone(_) => "clone",
             Command::Verify(_) => "verify",
             Command::Repair(_) => "repair",
+            Command::Gc(_) => "gc",
             Command::Dashboard(_) => "dashboard",
             Command::Report(_) => "report",
             Command::Watch(_) => "watch",
@@ -248,6 +251,7 @@ pub fn main() -> ExitCode {
         Command::Fetch(args) => fetch::run(&ctx, args),
         Command::Clone(args) => clone::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
+        Command::Gc(args) => gc::run(&ctx, args),
         Command::Repair(args) => repair::run(&ctx, args),
         Command::Dashboard(args) => dashboard::run(&ctx, args),
         Command::Report(args) => report::run(&ctx, args),

@@ -140,6 +140,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
             eprintln!("error: automatic push: {err:#}");
         }
     }
+    if recorded {
+        super::gc::start_auto(&project.root, &shadow);
+    }
     Ok(exit)
 }
 

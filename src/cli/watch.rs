@@ -384,6 +384,9 @@ impl Loop<'_> {
                         started.elapsed().as_millis()
                     );
                 }
+                if recorded {
+                    super::gc::start_auto(&self.project.root, &self.shadow);
+                }
                 if recorded
                     && self.project.config.push.after_snapshot
                     && !self.project.config.remotes.is_empty()

@@ -291,10 +291,18 @@ fn loose_count(shadow: &Path) -> usize {
 
 /// A temporary object file (a big blob being streamed) in SHADOW/objects.
 fn temp_object(shadow: &Path) -> bool {
-    std::fs::read_dir(shadow.join("objects"))
+    let loose = std::fs::read_dir(shadow.join("objects"))
         .unwrap()
         .flatten()
-        .any(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .any(|e| e.file_type().is_ok_and(|t| t.is_file()));
+    // A pack (or its index) being written when the space ran out.
+    let pack = std::fs::read_dir(shadow.join("objects/pack"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("tmp_"))
+        })
+        .unwrap_or(false);
+    loose || pack
 }
 
 /// Paths (relative to `dir`) of checkout temporary files anywhere below `dir`.

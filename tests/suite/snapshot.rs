@@ -1499,6 +1499,18 @@ fn loose_objects(shadow: &Path) -> (usize, bool) {
     (count, temp)
 }
 
+/// A pack file being written (`objects/pack/tmp_pack_*` with content in it).
+fn pack_in_progress(shadow: &Path) -> bool {
+    std::fs::read_dir(shadow.join("objects/pack"))
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("tmp_pack_")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+        })
+        .unwrap_or(false)
+}
+
 /// After a `kill -9`: the shadow is a valid repository and the tier ref is absent or a commit.
 fn assert_valid_after_kill(env: &Env, round: &str) {
     let out = env.shadow_git(&["fsck", "--strict", "--no-progress", "--no-dangling"]);
@@ -1552,11 +1564,11 @@ fn kill_9_mid_snapshot_leaves_a_valid_repository_and_the_next_snapshot_records_e
     env.init(&["t=t"]);
     let scratch = env.root().join("scratch");
 
-    // Round 1: kill as soon as it is writing objects.
+    // Round 1: kill as soon as it is writing objects (a pack being written).
     let mut child = spawn_mirror(&env, &["snapshot"], "10", &scratch, "round1");
     let started = Instant::now();
     loop {
-        if loose_objects(&env.shadow).0 >= 100 {
+        if loose_objects(&env.shadow).0 >= 100 || pack_in_progress(&env.shadow) {
             break;
         }
         assert!(
@@ -1573,11 +1585,11 @@ fn kill_9_mid_snapshot_leaves_a_valid_repository_and_the_next_snapshot_records_e
     child.wait().unwrap();
     assert_valid_after_kill(&env, "round 1");
 
-    // Round 2: kill while the big file is being streamed into a temporary object file.
+    // Round 2: kill while the big file is being streamed into a temporary pack (or object).
     let mut child = spawn_mirror(&env, &["snapshot"], "10", &scratch, "round2");
     let started = Instant::now();
     loop {
-        if loose_objects(&env.shadow).1 {
+        if loose_objects(&env.shadow).1 || pack_in_progress(&env.shadow) {
             break;
         }
         assert!(

@@ -1,0 +1,364 @@
+//! Object storage (issue 7): packs written by mirror itself, the per-directory tree cache,
+//! and `mirror gc`. Every pack must satisfy git's own checkers, every object must read back
+//! through git and through mirror (gix), and gc must never lose an object.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::common::{assert_exit, fsck_clean, stderr, stdout, tree, Env};
+
+/// Files of `dir` with extension `ext`.
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == ext))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn packs(env: &Env) -> Vec<PathBuf> {
+    files_with(&env.shadow.join("objects/pack"), "idx")
+}
+
+/// Loose object files (`objects/xx/<38 hex>`).
+fn loose(env: &Env) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(env.shadow.join("objects")).unwrap() {
+        let dir = dir.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            for f in std::fs::read_dir(&dir).unwrap() {
+                out.push(f.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+/// Every object in the shadow (loose and packed), as git lists them.
+fn all_objects(env: &Env) -> BTreeSet<String> {
+    let out = env.shadow_git(&[
+        "cat-file",
+        "--batch-all-objects",
+        "--batch-check=%(objectname) %(objecttype)",
+    ]);
+    assert_exit(&out, 0, "git cat-file --batch-all-objects");
+    stdout(&out).lines().map(str::to_owned).collect()
+}
+
+/// `git verify-pack -v` on every pack: checksums, CRCs, and each object's hash.
+fn verify_packs(env: &Env) {
+    for idx in packs(env) {
+        let out = env.git(&["verify-pack", "-v", idx.to_str().unwrap()]);
+        assert_exit(&out, 0, &format!("git verify-pack -v {}", idx.display()));
+    }
+}
+
+/// Every object can be read in full by git (`cat-file --batch` inflates each one) and the
+/// whole repository by mirror through gix (`verify --full` re-hashes every object).
+fn every_object_reads(env: &Env) {
+    let out = env.shadow_git(&["cat-file", "--batch-all-objects", "--batch"]);
+    assert_exit(&out, 0, "git cat-file --batch-all-objects --batch");
+    assert!(
+        !stdout(&out).contains(" missing"),
+        "git could not read some objects"
+    );
+    let verify = env.mirror(&["verify", "--full"]);
+    assert_exit(&verify, 0, "mirror verify --full");
+}
+
+/// Pseudo-random bytes (incompressible), deterministic per seed.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
+
+/// A tree with every kind of entry, many small files, and large ones of both kinds.
+fn varied_project(env: &Env) {
+    for i in 0..300 {
+        env.write(
+            &format!("t/src/m{}/s{}/f{i}.rs", i % 7, i % 3),
+            format!("fn f{i}() {{}}\n").repeat(1 + i % 40),
+        );
+    }
+    env.write("t/target/out.bin", noise(300_000, 7));
+    env.write("t/.gitignore", "target/\n");
+    env.write("t/big/random.bin", noise(12 << 20, 1));
+    env.write("t/big/text.txt", "the same line again\n".repeat(600_000));
+    env.write("t/secrets/.hidden/key", "top secret\n");
+    env.write("t/secrets/.hidden/big.bin", noise(9 << 20, 3));
+    std::os::unix::fs::symlink("src/m1", env.path("t/link")).unwrap();
+    std::fs::create_dir_all(env.path("t/empty/dir")).unwrap();
+    let exe = env.path("t/run.sh");
+    std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_first_snapshot_goes_into_packs_that_git_verifies() {
+    let env = Env::new();
+    env.init(&["t=t"]);
+    varied_project(&env);
+    env.ok(&["snapshot"]);
+    let idx = packs(&env);
+    assert!(!idx.is_empty(), "a snapshot of 300+ files writes packs");
+    // Blobs and trees went into packs: what is loose is only the few objects written after
+    // (the note's tree and commit, the audit entry, mirror.yaml's history).
+    let loose_count = loose(&env).len();
+    assert!(
+        loose_count < 12,
+        "{loose_count} loose objects after a packed snapshot"
+    );
+    verify_packs(&env);
+    fsck_clean(&env);
+    every_object_reads(&env);
+    // No leftovers of the pack writer.
+    let leftovers: Vec<_> = std::fs::read_dir(env.shadow.join("objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tmp_"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // Restored byte for byte, with modes, links and empty directories.
+    let dest = env.root().join("restored");
+    env.ok(&[
+        "checkout",
+        "latest",
+        "--to",
+        dest.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(
+        tree(&dest.join("t"), &[]),
+        tree(&env.path("t"), &[]),
+        "the restore differs from the project"
+    );
+}
+
+#[test]
+fn large_files_stream_into_packs_of_their_own_stored_or_compressed_by_content() {
+    let env = Env::new();
+    env.init(&["t=t"]);
+    env.write("t/random.bin", noise(10 << 20, 11));
+    env.write("t/text.txt", "compressible, very much so\n".repeat(400_000));
+    env.ok(&["snapshot"]);
+    let mut singles = Vec::new();
+    for idx in packs(&env) {
+        let out = env.git(&["verify-pack", "-v", idx.to_str().unwrap()]);
+        assert_exit(&out, 0, "git verify-pack -v");
+        let text = stdout(&out);
+        if text.contains("non delta: 1 object") {
+            let size = std::fs::metadata(idx.with_extension("pack")).unwrap().len();
+            singles.push((text, size));
+        }
+    }
+    assert_eq!(singles.len(), 2, "each large file has a pack of its own");
+    let random = git_blob_id(&env, "random.bin");
+    let text = git_blob_id(&env, "text.txt");
+    for (listing, size) in singles {
+        if listing.contains(&random) {
+            // Incompressible: stored, not deflated to nothing gained (a few bytes per 64 KiB).
+            assert!(size > 10 << 20, "random data packed into {size} bytes?");
+            assert!(
+                size < (10 << 20) + (1 << 16),
+                "stored random data took {size} bytes"
+            );
+        } else {
+            assert!(listing.contains(&text), "{listing}");
+            assert!(size < 1 << 20, "10.8 MB of repeated text took {size} bytes");
+        }
+    }
+    fsck_clean(&env);
+    every_object_reads(&env);
+}
+
+fn git_blob_id(env: &Env, path: &str) -> String {
+    let out = env.shadow_git(&["rev-parse", &format!("refs/heads/tiers/t:{path}")]);
+    assert_exit(&out, 0, "git rev-parse");
+    stdout(&out).trim().to_owned()
+}
+
+/// Wait until every file written so far is more than a second old, so the stat cache of the
+/// next snapshot vouches for them (a file changed within a second of a snapshot's start is
+/// read again by the following one, which would make a pack out of a small change).
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+}
+
+#[test]
+fn a_deep_change_writes_only_the_trees_above_it_loose() {
+    let env = Env::new();
+    env.init(&["t=t"]);
+    for a in 0..4 {
+        for b in 0..4 {
+            for c in 0..5 {
+                env.write(&format!("t/a{a}/b{b}/c{c}.txt"), format!("{a}{b}{c}\n"));
+            }
+        }
+    }
+    settle();
+    env.ok(&["snapshot"]);
+    let packs_before = packs(&env);
+    let before = all_objects(&env);
+    env.write("t/a2/b1/c3.txt", "changed\n");
+    env.ok(&["snapshot"]);
+    // A small change stays loose: no pack for a handful of objects.
+    assert_eq!(packs(&env), packs_before, "a one-file change wrote a pack");
+    let new: Vec<String> = all_objects(&env).difference(&before).cloned().collect();
+    let trees = new.iter().filter(|l| l.ends_with(" tree")).count();
+    let blobs = new.iter().filter(|l| l.ends_with(" blob")).count();
+    // The tier's trees: root, a2, a2/b1 (the notes tree is one more).
+    assert_eq!(trees, 3 + 1, "new trees: {new:?}");
+    // The file and the metadata note.
+    assert_eq!(blobs, 2, "new blobs: {new:?}");
+    // And git agrees on exactly which trees changed.
+    let out = env.shadow_git(&[
+        "diff-tree",
+        "-r",
+        "-t",
+        "--name-only",
+        "refs/heads/tiers/t~1",
+        "refs/heads/tiers/t",
+    ]);
+    assert_exit(&out, 0, "git diff-tree");
+    assert_eq!(stdout(&out), "a2\na2/b1\na2/b1/c3.txt\n");
+    fsck_clean(&env);
+}
+
+#[test]
+fn gc_packs_loose_objects_and_small_packs_and_loses_nothing() {
+    let env = Env::new();
+    env.init(&["t=t"]);
+    // Small packs: snapshots that each add many files.
+    for round in 0..3 {
+        for i in 0..80 {
+            env.write(
+                &format!("t/batch{round}/f{i}.txt"),
+                format!("{round} {i}\n"),
+            );
+        }
+        env.ok(&["snapshot"]);
+    }
+    // Loose objects: snapshots of one change each (once the stat cache vouches for the
+    // other files, they are not read again).
+    settle();
+    env.ok(&["snapshot"]);
+    for round in 0..4 {
+        env.write("t/notes.txt", format!("version {round}\n"));
+        env.ok(&["snapshot"]);
+    }
+    // An object no ref reaches: gc keeps it too (a backup never prunes).
+    let stray = env.root().join("stray");
+    std::fs::write(&stray, "reachable from nothing\n").unwrap();
+    let out = env.shadow_git(&["hash-object", "-w", stray.to_str().unwrap()]);
+    assert_exit(&out, 0, "git hash-object");
+    let before = all_objects(&env);
+    assert!(packs(&env).len() >= 3, "setup: small packs expected");
+    assert!(loose(&env).len() >= 10, "setup: loose objects expected");
+
+    let out = env.mirror(&["gc", "--json"]);
+    assert_exit(&out, 0, "mirror gc");
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(report["objects_packed"].as_u64().unwrap() as usize >= before.len());
+    assert_eq!(packs(&env).len(), 1, "everything in one pack");
+    // Only gc's own audit entry (written after it packed) may be loose.
+    assert!(loose(&env).len() <= 1, "loose left: {:?}", loose(&env));
+    let after = all_objects(&env);
+    assert!(
+        before.is_subset(&after),
+        "objects lost by gc: {:?}",
+        before.difference(&after).collect::<Vec<_>>()
+    );
+    verify_packs(&env);
+    fsck_clean(&env);
+    every_object_reads(&env);
+    let audit = crate::common::audit_log(&env, &[]);
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["command"] == "gc" && e["result"] == "ok"),
+        "gc is audited"
+    );
+
+    // Snapshots go on as before on the packed repository.
+    env.write("t/notes.txt", "after gc\n");
+    env.ok(&["snapshot"]);
+    let dest = env.root().join("restored");
+    env.ok(&[
+        "checkout",
+        "latest",
+        "--to",
+        dest.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(tree(&dest.join("t"), &[]), tree(&env.path("t"), &[]));
+
+    // With deltas: git repack rewrites everything into one pack, unreachable objects kept.
+    let out = env.mirror(&["gc", "--deltas"]);
+    assert_exit(&out, 0, "mirror gc --deltas");
+    let repacked = all_objects(&env);
+    assert!(before.is_subset(&repacked), "git repack lost objects");
+    assert_eq!(packs(&env).len(), 1);
+    fsck_clean(&env);
+    every_object_reads(&env);
+}
+
+#[test]
+fn gc_auto_does_nothing_below_its_thresholds() {
+    let env = Env::new();
+    env.init(&["t=t"]);
+    env.write("t/a.txt", "a\n");
+    env.ok(&["snapshot"]);
+    let before = (loose(&env), packs(&env));
+    let out = env.mirror(&["gc", "--auto"]);
+    assert_exit(&out, 0, "mirror gc --auto");
+    assert_eq!(
+        (loose(&env), packs(&env)),
+        before,
+        "gc --auto ran below its thresholds"
+    );
+    assert!(stdout(&out).is_empty() && stderr(&out).is_empty());
+}
+
+#[test]
+fn snapshots_start_gc_in_the_background_once_small_packs_pile_up() {
+    let env = Env::new();
+    env.init(&["t=t"]);
+    // 20 snapshots of 70 new files each: 20 small packs, the threshold of `gc --auto`.
+    for round in 0..20 {
+        for i in 0..70 {
+            env.write(&format!("t/r{round}/f{i}"), format!("{round}/{i}\n"));
+        }
+        env.ok(&["snapshot", "--quiet"]);
+    }
+    // The last snapshot started `mirror gc --auto` detached; wait for its audit entry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let audit = crate::common::audit_log(&env, &[]);
+        if audit.iter().any(|e| e["command"] == "gc") {
+            let gc = audit.iter().find(|e| e["command"] == "gc").unwrap();
+            assert_eq!(gc["result"], "ok", "{gc}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background gc within 120 s; packs: {}",
+            packs(&env).len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(packs(&env).len() < 20, "packs were not merged");
+    fsck_clean(&env);
+    every_object_reads(&env);
+}
