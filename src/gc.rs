@@ -93,7 +93,8 @@ pub fn candidates(shadow: &Shadow) -> Result<Candidates> {
         let size = std::fs::metadata(&pack)
             .with_context(|| format!("{} has no pack beside it", idx.display()))?
             .len();
-        if size < SMALL_PACK {
+        // A pack of one object is a large file streamed on its own: already as it should be.
+        if size < SMALL_PACK && objects_in(&idx)? > 1 {
             small_packs.push(idx);
         }
     }
@@ -109,15 +110,28 @@ pub fn auto_wanted(shadow: &Shadow) -> bool {
     if sample * 256 >= AUTO_LOOSE {
         return true;
     }
+    // An index of one object is 1100 bytes (header, fan-out, one id, CRC and offset, two
+    // checksums): such a pack is a large file on its own, not something to gather.
+    const SINGLE_OBJECT_INDEX: u64 = 1100;
     let small = std::fs::read_dir(shadow.pack_dir())
         .map(|d| {
             d.filter_map(|e| e.ok())
-                .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
-                .filter(|e| e.metadata().is_ok_and(|m| m.len() < SMALL_PACK))
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+                .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > SINGLE_OBJECT_INDEX))
+                .filter(|p| {
+                    std::fs::metadata(p.with_extension("pack")).is_ok_and(|m| m.len() < SMALL_PACK)
+                })
                 .count()
         })
         .unwrap_or(0);
     small >= AUTO_PACKS
+}
+
+fn objects_in(idx: &Path) -> Result<u32> {
+    Ok(gix::odb::pack::index::File::at(idx, gix::hash::Kind::Sha1)
+        .with_context(|| format!("could not read pack index {}", idx.display()))?
+        .num_objects())
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -287,18 +301,25 @@ fn pack_candidates(
     Ok(())
 }
 
-/// `git repack -a -d -k`: every object into one pack, with deltas. Large blobs stay whole
-/// (`core.bigFileThreshold`), so they still stream on restore.
+/// `git repack -a -d -f -k`: every object into one pack, with deltas searched harder than
+/// git's defaults (a wider window, zlib level 9): measured on the benchmark tree, that is
+/// what brings the repository under restic's size (docs/performance.md, with its cost).
+/// Large blobs stay whole (`core.bigFileThreshold`), so they still stream on restore.
 fn repack_with_git(shadow: &Path) -> Result<()> {
     let args: Vec<String> = [
         "--git-dir",
         &shadow.to_string_lossy(),
+        "-c",
+        "pack.compression=9",
         "repack",
         "-a",
         "-d",
+        "-f",
         // Unreachable objects are packed too, never dropped: a backup keeps everything.
         "-k",
         "-q",
+        "--window=50",
+        "--depth=50",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -181,6 +181,18 @@ fn large_files_stream_into_packs_of_their_own_stored_or_compressed_by_content() 
     }
     fsck_clean(&env);
     every_object_reads(&env);
+
+    // gc leaves a large file's pack as it is (there is nothing to gather in it).
+    let single: Vec<PathBuf> = packs(&env)
+        .into_iter()
+        .filter(|idx| std::fs::metadata(idx).unwrap().len() == 1100)
+        .collect();
+    assert_eq!(single.len(), 2, "a one-object index is 1100 bytes");
+    env.ok(&["gc"]);
+    for idx in &single {
+        assert!(idx.exists(), "gc rewrote the pack of a large file: {}", idx.display());
+    }
+    fsck_clean(&env);
 }
 
 fn git_blob_id(env: &Env, path: &str) -> String {
