@@ -73,8 +73,11 @@ pub fn store_files_while<T>(
     let packer = &shadow.packer;
     let theirs = std::thread::scope(|scope| {
         for _ in 0..threads {
-            // Each worker has its own handle: `gix::Repository` is `Send` but not `Sync`.
-            let repo = shadow.repo.clone();
+            // Each worker has its own handle: `gix::Repository` is `Send` but not `Sync`. Most
+            // lookups miss (new files); by default every miss makes gix look for new packs on
+            // disk, and this process's own packs are known to the packer anyway.
+            let mut repo = shadow.repo.clone();
+            repo.objects.refresh_never();
             let (next, done, stop, failure, results) = (&next, &done, &stop, &failure, &results);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);

@@ -278,15 +278,17 @@ impl Packer {
         }
     }
 
-    /// Write what is buffered and stop packing.
-    pub fn finish(&self) -> Result<()> {
+    /// Write what is buffered and stop packing. Returns one of the ids packed, if any (for
+    /// the caller to make the new packs known to its object database).
+    pub fn finish(&self) -> Result<Option<ObjectId>> {
         let packing = self.state().take();
-        if let Some(mut packing) = packing {
-            if !packing.buffer.is_empty() {
-                packing.buffer.write(&self.dir)?;
-            }
+        let Some(mut packing) = packing else {
+            return Ok(None);
+        };
+        if !packing.buffer.is_empty() {
+            packing.buffer.write(&self.dir)?;
         }
-        Ok(())
+        Ok(packing.written.iter().next().copied())
     }
 }
 

@@ -47,6 +47,11 @@ const STREAM_THRESHOLD: u64 = 8 * 1024 * 1024;
 pub struct Shadow {
     pub path: PathBuf,
     pub repo: gix::Repository,
+    /// The same object database for existence checks, which mostly miss (new content): by
+    /// default gix answers each miss by looking for new packs on disk, which made a first
+    /// snapshot spend half its time in the kernel. Packs this process writes are made known
+    /// once, at [`Shadow::sync`].
+    lookup: gix::Repository,
     /// Loose objects this process created and has not made durable yet (see [`Shadow::sync`]).
     unsynced: std::cell::RefCell<Vec<ObjectId>>,
     /// While started (see [`Shadow::begin_pack`]), new objects go into pack files, not loose.
@@ -148,9 +153,12 @@ impl Shadow {
                 path.display()
             );
         }
+        let mut lookup = repo.clone();
+        lookup.objects.refresh_never();
         Ok(Shadow {
             path: path.to_owned(),
             repo,
+            lookup,
             unsynced: Default::default(),
             packer: crate::pack::Packer::new(path.join("objects").join("pack")),
             packs: Default::default(),
@@ -244,7 +252,10 @@ impl Shadow {
     pub fn sync(&self) -> Result<()> {
         use rustix::fs::{fsync, open, syncfs, Mode, OFlags};
         // Packs are flushed as they are written; the buffer is written (and packing ends) here.
-        self.packer.finish()?;
+        if let Some(packed) = self.packer.finish()? {
+            // One lookup that may refresh: the shared store learns about the new packs.
+            let _ = gix::objs::Exists::exists(&self.repo.objects, &packed);
+        }
         let ids = std::mem::take(&mut *self.unsynced.borrow_mut());
         if ids.is_empty() {
             return Ok(());
@@ -321,7 +332,7 @@ impl Shadow {
     pub fn has(&self, id: &gix::oid) -> bool {
         // `objects.exists`, not `repo.has_object`: the latter reports the empty tree as always
         // present, but `git fsck` needs it as a real object once a tree refers to it.
-        self.packer.contains(id) || gix::objs::Exists::exists(&self.repo.objects, id)
+        self.packer.contains(id) || gix::objs::Exists::exists(&self.lookup.objects, id)
     }
 
     /// From now until the next [`Shadow::sync`], write new objects into pack files: for an

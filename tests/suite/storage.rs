@@ -190,7 +190,11 @@ fn large_files_stream_into_packs_of_their_own_stored_or_compressed_by_content() 
     assert_eq!(single.len(), 2, "a one-object index is 1100 bytes");
     env.ok(&["gc"]);
     for idx in &single {
-        assert!(idx.exists(), "gc rewrote the pack of a large file: {}", idx.display());
+        assert!(
+            idx.exists(),
+            "gc rewrote the pack of a large file: {}",
+            idx.display()
+        );
     }
     fsck_clean(&env);
 }
