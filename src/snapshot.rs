@@ -21,7 +21,7 @@ use crate::listing::{self, Counts, Item, Listing, Mode};
 use crate::meta::{self, Mtimes};
 use crate::progress::Progress;
 use crate::project::Project;
-use crate::statcache::{Cache, CacheEntry, Stat};
+use crate::statcache::{self, Cache, CacheEntry, Stat};
 use crate::store::{hash_file, BlobWrite, Shadow};
 use crate::walk::{self, Kind, Notice};
 
@@ -785,34 +785,24 @@ fn snapshot_tier(
     };
     let same_as_tip =
         prev.tip.is_some() && scan.listing == *prev.listing() && scan.mtimes == *prev.mtimes();
-    if !same_as_tip {
-        // Directories without a change keep the tip's trees: only the paths that changed are
-        // rebuilt.
-        let base = match prev.tip {
-            Some(tip) => Some(listing::Base {
-                tree: shadow.repo.find_commit(tip)?.tree_id()?.detach(),
-                listing: prev.listing(),
-            }),
-            None => None,
+    // The stat cache is encoded on another core while the commit is written (it is saved
+    // last, once the ref moved; only its commit id is filled in then).
+    let (encoded, recorded) = std::thread::scope(|scope| {
+        let encoding = scope.spawn(|| encode_cache(&scan));
+        let recorded = if same_as_tip {
+            Ok(None)
+        } else {
+            record(shadow, tier, &prev, &scan, context, &report).map(Some)
         };
-        let tree = listing::write_tree_on(shadow, &scan.listing, base)?.id;
-        let meta_blob = shadow.write_blob(&meta::encode(&scan.mtimes))?;
-        let message = commit_message(tier, context, &report);
-        let id = shadow.write_commit(tree, prev.tip, message, &context.signature)?;
-        shadow.sync()?;
-        // The note goes first: a crash before the ref moves leaves only a note on a dangling
-        // commit, never a recorded commit without its metadata.
-        meta::write_note(shadow, id, meta_blob, &context.signature)?;
-        shadow.update_ref(
-            &crate::store::tier_ref(&tier.name),
-            id,
-            prev.tip,
-            &format!("mirror snapshot ({})", context.trigger),
-        )?;
+        (encoding.join(), recorded)
+    });
+    if let Some(id) = recorded? {
         report.outcome = Outcome::Recorded;
         report.commit = Some(id);
     }
-    save_cache(shadow, &tier.name, report.commit, &scan)?;
+    let encoded =
+        encoded.map_err(|_| anyhow::anyhow!("internal error: encoding the stat cache failed"))?;
+    save_cache(shadow, &tier.name, report.commit, encoded)?;
     report.listing = scan.listing;
     report.mtimes = scan.mtimes;
     Ok(report)
@@ -822,19 +812,49 @@ fn critical_count(mtimes: &Mtimes) -> u64 {
     mtimes.values().filter(|m| m.encrypted.is_some()).count() as u64
 }
 
-fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan) -> Result<()> {
-    let mut cache = Cache {
-        commit,
-        scan_start_ns: scan.scan_start_ns,
-        treasures: scan.treasures,
-        entries: Default::default(),
+/// Write the scan as the tier's next commit: trees (only above changes), the metadata blob,
+/// the commit, flush, the note, then move the tier ref by compare-and-swap.
+fn record(
+    shadow: &Shadow,
+    tier: &Tier,
+    prev: &Previous,
+    scan: &Scan,
+    context: &CommitContext,
+    report: &TierReport,
+) -> Result<ObjectId> {
+    // Directories without a change keep the tip's trees: only the paths that changed are
+    // rebuilt.
+    let base = match prev.tip {
+        Some(tip) => Some(listing::Base {
+            tree: shadow.repo.find_commit(tip)?.tree_id()?.detach(),
+            listing: prev.listing(),
+        }),
+        None => None,
     };
-    cache.entries.reserve(scan.listing.len());
+    let tree = listing::write_tree_on(shadow, &scan.listing, base)?.id;
+    let meta_blob = shadow.write_blob(&meta::encode(&scan.mtimes))?;
+    let message = commit_message(tier, context, report);
+    let id = shadow.write_commit(tree, prev.tip, message, &context.signature)?;
+    shadow.sync()?;
+    // The note goes first: a crash before the ref moves leaves only a note on a dangling
+    // commit, never a recorded commit without its metadata.
+    meta::write_note(shadow, id, meta_blob, &context.signature)?;
+    shadow.update_ref(
+        &crate::store::tier_ref(&tier.name),
+        id,
+        prev.tip,
+        &format!("mirror snapshot ({})", context.trigger),
+    )?;
+    Ok(id)
+}
+
+/// The stat cache of a scan (all but its commit, see [`statcache::seal`]).
+fn encode_cache(scan: &Scan) -> Vec<u8> {
     // The listing, the metadata and the stats are all sorted by path, and the latter two hold
     // subsets of the listing's paths: walk the three together instead of looking paths up.
     let mut metas = scan.mtimes.iter().peekable();
     let mut stats = scan.stats.iter().peekable();
-    for (path, item) in &scan.listing {
+    let entries = scan.listing.iter().map(move |(path, item)| {
         let meta = metas.next_if(|(p, _)| *p == path).map(|(_, m)| m);
         let stat = stats.next_if(|(p, _)| p == path).map(|(_, s)| *s);
         // Carried-forward and empty-dir entries have no fresh stat: a zero stat never matches
@@ -860,19 +880,32 @@ fn save_cache(shadow: &Shadow, tier: &str, commit: Option<ObjectId>, scan: &Scan
                 ..Stat::default()
             }
         });
-        let encrypted = meta.and_then(|m| m.encrypted);
-        cache.entries.insert(
-            path.clone(),
-            CacheEntry {
-                item: *item,
-                stat,
-                encrypted,
-            },
-        );
-    }
+        let entry = CacheEntry {
+            item: *item,
+            stat,
+            encrypted: meta.and_then(|m| m.encrypted),
+        };
+        (path, entry)
+    });
+    statcache::encode_entries(
+        scan.scan_start_ns,
+        scan.treasures,
+        scan.listing.len(),
+        entries,
+    )
+}
+
+/// Save the stat cache `encoded` (by [`encode_cache`]) as describing `commit`.
+fn save_cache(
+    shadow: &Shadow,
+    tier: &str,
+    commit: Option<ObjectId>,
+    mut encoded: Vec<u8>,
+) -> Result<()> {
+    statcache::seal(&mut encoded, commit);
     let dir = shadow.mirror_dir().join("cache");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-    cache.save(&cache_path(shadow, tier))
+    crate::store::write_cache_file(&cache_path(shadow, tier), &encoded)
 }
 
 fn commit_message(tier: &Tier, context: &CommitContext, report: &TierReport) -> String {

@@ -133,45 +133,71 @@ impl Cache {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.entries.len() * 96);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(
-            self.commit
-                .as_ref()
-                .map(|c| c.as_bytes())
-                .unwrap_or(&[0u8; 20]),
-        );
-        out.extend_from_slice(&self.scan_start_ns.to_le_bytes());
-        out.extend_from_slice(&self.treasures.to_le_bytes());
-        out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
         let mut entries: Vec<(&BString, &CacheEntry)> = self.entries.iter().collect();
         // Built in path order by the snapshot; sorted here should anyone have built it otherwise.
         if !entries.is_sorted_by(|a, b| a.0 < b.0) {
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         }
-        for (path, e) in entries {
-            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
-            out.extend_from_slice(path);
-            out.push(e.item.mode.code());
-            match e.encrypted {
-                None => out.push(0),
-                Some(size) => {
-                    out.push(1);
-                    out.extend_from_slice(&size.to_le_bytes());
-                }
-            }
-            out.extend_from_slice(e.item.oid.as_bytes());
-            out.extend_from_slice(&e.stat.size.to_le_bytes());
-            out.extend_from_slice(&e.stat.mtime_ns.to_le_bytes());
-            out.extend_from_slice(&e.stat.ctime_ns.to_le_bytes());
-            out.extend_from_slice(&e.stat.ino.to_le_bytes());
-            out.extend_from_slice(&e.stat.mode.to_le_bytes());
-        }
-        // A checksum against torn or corrupted files, not against tampering.
-        let sum = crc32fast::hash(&out);
-        out.extend_from_slice(&sum.to_le_bytes());
+        let mut out = encode_entries(
+            self.scan_start_ns,
+            self.treasures,
+            entries.len(),
+            entries.into_iter().map(|(p, e)| (p, e.clone())),
+        );
+        seal(&mut out, self.commit);
         out
     }
+}
+
+/// The cache file for `count` entries given in path order, all but the commit it describes:
+/// the snapshot encodes it on another thread while the commit is being written, and
+/// [`seal`]s it once the commit id is known.
+pub fn encode_entries<'a>(
+    scan_start_ns: i64,
+    treasures: u64,
+    count: usize,
+    entries: impl Iterator<Item = (&'a BString, CacheEntry)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + count * 96);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[0u8; 20]);
+    out.extend_from_slice(&scan_start_ns.to_le_bytes());
+    out.extend_from_slice(&treasures.to_le_bytes());
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+    let mut written = 0usize;
+    for (path, e) in entries {
+        written += 1;
+        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        out.extend_from_slice(path);
+        out.push(e.item.mode.code());
+        match e.encrypted {
+            None => out.push(0),
+            Some(size) => {
+                out.push(1);
+                out.extend_from_slice(&size.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(e.item.oid.as_bytes());
+        out.extend_from_slice(&e.stat.size.to_le_bytes());
+        out.extend_from_slice(&e.stat.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&e.stat.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&e.stat.ino.to_le_bytes());
+        out.extend_from_slice(&e.stat.mode.to_le_bytes());
+    }
+    // The count promised must be the count written, or the file decodes as corrupt.
+    debug_assert_eq!(written, count);
+    let count_at = MAGIC.len() + 20 + 16;
+    out[count_at..count_at + 8].copy_from_slice(&(written as u64).to_le_bytes());
+    out
+}
+
+/// Complete [`encode_entries`]'s output: the commit it describes, then the checksum.
+pub fn seal(out: &mut Vec<u8>, commit: Option<ObjectId>) {
+    let at = MAGIC.len();
+    out[at..at + 20].copy_from_slice(commit.as_ref().map(|c| c.as_bytes()).unwrap_or(&[0u8; 20]));
+    // A checksum against torn or corrupted files, not against tampering.
+    let sum = crc32fast::hash(out);
+    out.extend_from_slice(&sum.to_le_bytes());
 }
 
 /// The decoder, for the property tests of untrusted input.
