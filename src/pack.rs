@@ -231,12 +231,10 @@ impl Packer {
         &self.dir
     }
 
-    /// From now until [`Packer::finish`], new objects go into packs.
+    /// From now until [`Packer::finish`], new objects go into packs. A pack left open by an
+    /// operation that failed before finishing is dropped: nothing refers to its objects.
     pub fn start(&self) {
-        let mut state = self.state();
-        if state.is_none() {
-            *state = Some(Packing::default());
-        }
+        *self.state() = Some(Packing::default());
     }
 
     pub fn is_active(&self) -> bool {
@@ -267,7 +265,13 @@ impl Packer {
             std::mem::take(&mut packing.buffer)
         };
         let mut full = full;
-        full.write(&self.dir)?;
+        if let Err(err) = full.write(&self.dir) {
+            // Those objects are lost, but their ids are in `written`: packing ends here, so
+            // nothing (a later operation of a long-running watch above all) takes them for
+            // stored. The operation fails with this error.
+            *self.state() = None;
+            return Err(err);
+        }
         Ok(())
     }
 
@@ -513,6 +517,45 @@ mod tests {
         assert_eq!(entry_header(Kind::Blob, 15), vec![0x3f]);
         assert_eq!(entry_header(Kind::Blob, 16), vec![0xb0, 0x01]);
         assert_eq!(entry_header(Kind::Commit, 0x1234), vec![0x94, 0xa3, 0x02]);
+    }
+
+    #[test]
+    fn a_pack_that_could_not_be_written_leaves_no_object_taken_for_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the pack directory should be: every pack write fails.
+        let not_a_dir = dir.path().join("pack");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let packer = Packer::new(not_a_dir);
+        packer.start();
+        let mut seed = 1u64;
+        let mut ids = Vec::new();
+        let failed = loop {
+            let data: Vec<u8> = (0..1 << 20)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let object = Prepared::new(Kind::Blob, &data).unwrap();
+            ids.push(object.id);
+            if let Err(err) = packer.add(&object) {
+                break err;
+            }
+            assert!(
+                ids.len() < 64,
+                "32 MiB of objects never made the buffer write out"
+            );
+        };
+        assert!(format!("{failed:#}").contains("pack"), "{failed:#}");
+        assert!(!packer.is_active(), "packing ends with the failure");
+        for id in &ids {
+            assert!(
+                !packer.contains(id),
+                "{id} is taken for stored but was never written"
+            );
+        }
     }
 
     #[test]
