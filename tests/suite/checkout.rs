@@ -424,6 +424,109 @@ fn checkout_to_empty_dir_reproduces_rich_tree_and_leaves_tiers_alone() {
     );
 }
 
+/// A tier of 600 files: enough for the restore to be shared between writer threads.
+/// Every file gets its own content (empty, small, larger than one 64 KiB copy piece), a mode
+/// from 0600 to 0755 and a modification time with nanoseconds; plus empty directories,
+/// symlinks, and a treasure (written by the thread that holds the keys).
+fn build_many_files_tier(env: &Env, tier: &str) {
+    let t = env.path(tier);
+    let modes = [0o644, 0o600, 0o640, 0o755, 0o700];
+    for i in 0..600usize {
+        let rel = format!("{tier}/a{}/b{}/c{}/f{i:03}.txt", i % 3, i % 5, i % 7);
+        let content = if i % 97 == 0 {
+            vec![b'0' + (i % 10) as u8; 70_000 + i]
+        } else {
+            format!("file {i}\n").repeat(i % 40).into_bytes()
+        };
+        env.write(&rel, content);
+        chmod(&env.path(&rel), modes[i % modes.len()]);
+        set_mtime(
+            &env.path(&rel),
+            1_600_000_000 + i as i64 * 3_600,
+            (i as i64 * 7_919_123) % 1_000_000_000,
+        );
+    }
+    mkdir(&t.join("empty/one"));
+    mkdir(&t.join("a0/b0/empty-too"));
+    symlink("../a1", &t.join("a0/to-a1"));
+    symlink("c0/f000.txt", &t.join("a0/b0/to-file"));
+    set_mtime(&t.join("a0/b0/to-file"), 1_500_000_000, 5);
+    env.write(&format!("{tier}/.hidden/key.txt"), "treasure\n");
+    chmod(&t.join(".hidden/key.txt"), 0o600);
+    set_mtime(&t.join(".hidden/key.txt"), 1_700_000_000, 123_456_789);
+}
+
+#[test]
+fn many_files_restore_exactly_to_an_empty_dir_in_place_and_when_missing() {
+    let env = Env::new();
+    build_many_files_tier(&env, "tier-0");
+    env.init(&["t=tier-0"]);
+    env.ok(&["snapshot"]);
+    let recorded = tree_of(&env, "tier-0");
+    assert!(recorded.len() > 600, "{} entries", recorded.len());
+
+    // Into an empty directory: files are created under their own names.
+    let out_dir = env.root().join("restored");
+    let out = env.mirror(&["checkout", "latest", "--to", out_dir.to_str().unwrap()]);
+    assert_exit(&out, 0, "checkout --to");
+    assert_eq!(tree(&out_dir.join("tier-0"), &[]), recorded, "--to");
+
+    // In place, into a tier that is gone: through temporary files.
+    std::fs::remove_dir_all(env.path("tier-0")).unwrap();
+    let out = env.mirror(&["checkout", "latest"]);
+    assert_exit(&out, 0, "checkout in place");
+    assert!(
+        stdout(&out).contains("603 written"),
+        "600 files, the treasure and 2 links:\n{}",
+        stdout(&out)
+    );
+    assert_eq!(tree_of(&env, "tier-0"), recorded, "in place");
+
+    // Only what is missing, never replacing what is there.
+    for a in ["a1", "a2"] {
+        std::fs::remove_dir_all(env.path(&format!("tier-0/{a}"))).unwrap();
+    }
+    env.ok(&["restore", "--missing"]);
+    assert_eq!(tree_of(&env, "tier-0"), recorded, "restore --missing");
+}
+
+/// A file that is in the snapshot but now excluded, and so in no pre-checkout snapshot, is
+/// left alone by a checkout; every other file is written, and the one failure is reported
+/// by name (exit 3), also when writer threads do the writing.
+#[test]
+fn an_excluded_file_in_the_way_fails_alone_in_a_large_restore() {
+    let env = Env::new();
+    build_many_files_tier(&env, "tier-0");
+    env.init(&["t=tier-0"]);
+    env.ok(&["snapshot"]);
+    let recorded = tree_of(&env, "tier-0");
+
+    env.write("tier-0/.mirrorignore", "/a1/b1/c1/f001.txt\n");
+    env.write("tier-0/a1/b1/c1/f001.txt", "mine, excluded\n");
+    for a in ["a0", "a2"] {
+        std::fs::remove_dir_all(env.path(&format!("tier-0/{a}"))).unwrap();
+    }
+    for entry in std::fs::read_dir(env.path("tier-0/a1")).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.ends_with("b1") {
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+    let out = env.mirror(&["checkout", "latest"]);
+    assert_exit(&out, 3, "checkout with an excluded file in the way");
+    let err = stderr(&out);
+    assert!(
+        err.contains("f001.txt") && err.contains("in no snapshot"),
+        "the excluded file is named:\n{err}"
+    );
+    assert_eq!(env.read("tier-0/a1/b1/c1/f001.txt"), b"mine, excluded\n");
+    let mut got = tree_of(&env, "tier-0");
+    let mut want = recorded;
+    got.remove(b"a1/b1/c1/f001.txt".as_slice());
+    want.remove(b"a1/b1/c1/f001.txt".as_slice());
+    assert_eq!(got, want, "everything else restored");
+}
+
 #[test]
 fn checkout_to_non_empty_dir_is_refused() {
     let env = Env::new();
