@@ -289,6 +289,36 @@ fn loose_count(shadow: &Path) -> usize {
         .sum()
 }
 
+/// Objects stored, loose and in the packs published so far (a pack counts once its index
+/// exists: the index is renamed into place last).
+fn object_count(shadow: &Path) -> usize {
+    let packed: usize = std::fs::read_dir(shadow.join("objects/pack"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+                .map(|e| {
+                    // A v2 index: magic, version, then 256 fan-out counts; the last is the total.
+                    let bytes = std::fs::read(e.path()).unwrap_or_default();
+                    bytes
+                        .get(8 + 255 * 4..8 + 256 * 4)
+                        .map_or(0, |n| u32::from_be_bytes(n.try_into().unwrap()) as usize)
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    loose_count(shadow) + packed
+}
+
+/// A pack (or its index) being written: a temporary file in SHADOW/objects/pack.
+fn pack_being_written(shadow: &Path) -> bool {
+    std::fs::read_dir(shadow.join("objects/pack"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("tmp_"))
+        })
+        .unwrap_or(false)
+}
+
 /// A temporary object file (a big blob being streamed) in SHADOW/objects.
 fn temp_object(shadow: &Path) -> bool {
     let loose = std::fs::read_dir(shadow.join("objects"))
@@ -359,35 +389,40 @@ fn snapshot_killed_at_many_points_leaves_a_sound_shadow_and_the_next_snapshot_re
             Box::new(|r: Running| r.kill9_after(Instant::now(), Duration::from_millis(15))),
         ),
         (
+            "snapshot killed while a pack is being written",
+            1,
+            Box::new(|r: Running| r.kill9_when(|| pack_being_written(&shadow))),
+        ),
+        (
             "snapshot killed after its first new object",
             1,
             Box::new(|r: Running| {
-                let before = loose_count(&shadow);
-                r.kill9_when(|| loose_count(&shadow) > before)
+                let before = object_count(&shadow);
+                r.kill9_when(|| object_count(&shadow) > before)
             }),
         ),
         (
             "snapshot killed after 1,000 new objects",
             1,
             Box::new(|r: Running| {
-                let before = loose_count(&shadow);
-                r.kill9_when(|| loose_count(&shadow) >= before + 1000)
+                let before = object_count(&shadow);
+                r.kill9_when(|| object_count(&shadow) >= before + 1000)
             }),
         ),
         (
             "snapshot killed after 2,900 new objects",
             1,
             Box::new(|r: Running| {
-                let before = loose_count(&shadow);
-                r.kill9_when(|| loose_count(&shadow) >= before + 2900)
+                let before = object_count(&shadow);
+                r.kill9_when(|| object_count(&shadow) >= before + 2900)
             }),
         ),
         (
             "snapshot killed once its blobs and trees were written",
             1,
             Box::new(|r: Running| {
-                let before = loose_count(&shadow);
-                r.kill9_when(|| loose_count(&shadow) >= before + new_blobs + TREES)
+                let before = object_count(&shadow);
+                r.kill9_when(|| object_count(&shadow) >= before + new_blobs + TREES)
             }),
         ),
         (
