@@ -94,7 +94,9 @@ pub fn candidates(shadow: &Shadow) -> Result<Candidates> {
             .with_context(|| format!("{} has no pack beside it", idx.display()))?
             .len();
         // A pack of one object is a large file streamed on its own: already as it should be.
-        if size < SMALL_PACK && objects_in(&idx)? > 1 {
+        // A pack with deltas (`gc --deltas`, git's own gc, a fetch) is smaller than whole
+        // objects could ever be: gathering it would undo that.
+        if size < SMALL_PACK && objects_in(&idx)? > 1 && !has_deltas(&idx)? {
             small_packs.push(idx);
         }
     }
@@ -118,6 +120,7 @@ pub fn auto_wanted(shadow: &Shadow) -> bool {
             d.filter_map(|e| e.ok())
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+                .filter(|p| !p.with_extension("keep").exists())
                 .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > SINGLE_OBJECT_INDEX))
                 .filter(|p| {
                     std::fs::metadata(p.with_extension("pack")).is_ok_and(|m| m.len() < SMALL_PACK)
@@ -126,6 +129,26 @@ pub fn auto_wanted(shadow: &Shadow) -> bool {
         })
         .unwrap_or(0);
     small >= AUTO_PACKS
+}
+
+/// Does the pack of this index hold any delta entry?
+fn has_deltas(idx: &Path) -> Result<bool> {
+    use gix::odb::pack;
+    let index = pack::index::File::at(idx, gix::hash::Kind::Sha1)
+        .with_context(|| format!("could not read pack index {}", idx.display()))?;
+    let pack_path = idx.with_extension("pack");
+    let data = pack::data::File::at(&pack_path, gix::hash::Kind::Sha1)
+        .with_context(|| format!("could not read pack {}", pack_path.display()))?;
+    for entry in index.iter() {
+        let header = data
+            .entry(entry.pack_offset)
+            .with_context(|| format!("corrupt entry in {}", pack_path.display()))?
+            .header;
+        if header.is_delta() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn objects_in(idx: &Path) -> Result<u32> {
@@ -274,8 +297,8 @@ fn pack_candidates(
         let path = objects_dir.join(&hex[..2]).join(&hex[2..]);
         std::fs::remove_file(&path)
             .with_context(|| format!("could not remove {}", path.display()))?;
-        // The fan-out directory goes when it is empty; another file in it keeps it.
-        let _ = std::fs::remove_dir(objects_dir.join(&hex[..2]));
+        // Fan-out directories stay: a snapshot writing a loose object into one at this moment
+        // must not find it gone between creating it and moving its object in.
     }
     let written_set: HashSet<&Path> = written.iter().map(PathBuf::as_path).collect();
     for idx in &found.small_packs {
@@ -335,14 +358,19 @@ fn repack_with_git(shadow: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A writer killed while writing a pack leaves `tmp_pack_*` / `tmp_idx_*` behind; no ref can
-/// point into them. One that old is no live writer's (a pack takes seconds to write).
+/// A writer killed while writing a pack leaves `tmp_pack_*` / `tmp_idx_*` behind, or, killed
+/// between its two renames, a `.pack` without its `.idx`; no ref can point into them (refs
+/// move only once both are in place). One that old is no live writer's (a pack takes
+/// seconds to write).
 fn remove_stale_temporaries(pack_dir: &Path) -> Result<Vec<PathBuf>> {
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     let mut removed = Vec::new();
     for path in read_dir_sorted(pack_dir)? {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !(name.starts_with("tmp_pack_") || name.starts_with("tmp_idx_")) {
+        let orphan_pack = path.extension().is_some_and(|e| e == "pack")
+            && !path.with_extension("idx").exists()
+            && !path.with_extension("keep").exists();
+        if !(name.starts_with("tmp_pack_") || name.starts_with("tmp_idx_") || orphan_pack) {
             continue;
         }
         let old = std::fs::symlink_metadata(&path)

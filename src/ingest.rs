@@ -84,7 +84,18 @@ pub fn store_files_while<T>(
                 if i >= entries.len() || stop.load(Ordering::Relaxed) {
                     break;
                 }
-                match store(&repo, packer, entries[i]) {
+                // A panicking worker must stop the others and fail the snapshot, not leave
+                // the progress loop below waiting for a file that is never counted.
+                let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    store(&repo, packer, entries[i])
+                }))
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "internal error: a worker panicked while storing {}",
+                        entries[i].rel
+                    ))
+                });
+                match stored {
                     Ok(stored) => {
                         // Each index is handed out once, so the cell is empty.
                         let _ = results[i].set(stored);

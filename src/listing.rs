@@ -561,6 +561,84 @@ mod tests {
         assert_eq!(read_tree(&shadow, written.id).unwrap(), third);
     }
 
+    /// Review: tree reuse must give exactly the tree a full rebuild gives, whatever the
+    /// change: names sorting around '/', files becoming directories and back, empty
+    /// directories filled and emptied, whole subtrees deleted, everything deleted.
+    #[test]
+    fn reuse_equals_full_rebuild_in_edge_cases() {
+        let dir = tempfile::tempdir().unwrap();
+        let shadow = Shadow::create(&dir.path().join("s"), dir.path(), "t").unwrap();
+        let empty = Item {
+            mode: Mode::EmptyDir,
+            oid: ObjectId::empty_tree(gix::hash::Kind::Sha1),
+        };
+        let mk = |spec: &[(&str, Option<&str>)]| -> Listing {
+            spec.iter()
+                .map(|(p, c)| {
+                    let it = match c {
+                        Some(text) => blob(&shadow, text),
+                        None => empty,
+                    };
+                    (BString::from(*p), it)
+                })
+                .collect()
+        };
+        let states = [
+            mk(&[
+                ("a-b", Some("1")),
+                ("a/b", Some("2")),
+                ("a/c/d", Some("3")),
+                ("a0", Some("4")),
+                ("a.b", Some("4b")),
+                ("x/y/z", Some("5")),
+                ("x/y/w", Some("5w")),
+                ("e", None),
+                ("d/e", None),
+                ("k/l/m", Some("6")),
+                ("k/l/n", Some("7")),
+                ("k-l", Some("8")),
+            ]),
+            mk(&[
+                ("a-b", Some("1 changed")),
+                ("a/b/c", Some("2 as dir")),
+                ("a/b-c", Some("2b")),
+                ("a/b.c", Some("2c")),
+                ("a/c/d", Some("3")),
+                ("a0", Some("4")),
+                ("a.b", Some("4b")),
+                ("e/f", Some("9")),
+                ("d", None),
+                ("k/l/m", Some("6")),
+                ("k/l/n", Some("7")),
+                ("k-l", Some("8")),
+            ]),
+            mk(&[
+                ("a-b", Some("1 changed")),
+                ("a/b", Some("2 back")),
+                ("a/c/d", Some("3")),
+                ("a0/x", Some("4 as dir")),
+                ("a.b", Some("4b")),
+                ("e", None),
+                ("d", None),
+                ("k/l", Some("l is a file")),
+                ("k-l", Some("8")),
+                ("x/y", None),
+            ]),
+            mk(&[("a0/x", Some("4 as dir"))]),
+            mk(&[]),
+            mk(&[("new/deep/file", Some("n")), ("new/deep-er", None)]),
+        ];
+        let mut prev: Option<(ObjectId, &Listing)> = None;
+        for (n, state) in states.iter().enumerate() {
+            let base = prev.map(|(tree, listing)| Base { tree, listing });
+            let reused = write_tree_on(&shadow, state, base).unwrap().id;
+            let full = write_tree(&shadow, state).unwrap();
+            assert_eq!(reused, full, "state {n}: reuse differs from a full rebuild");
+            assert_eq!(&read_tree(&shadow, reused).unwrap(), state, "state {n}");
+            prev = Some((reused, state));
+        }
+    }
+
     #[test]
     fn scope_matches_whole_components() {
         assert!(in_scope(b"a/b", b"a"));

@@ -21,8 +21,14 @@ use anyhow::{bail, Context, Result};
 use gix::objs::Kind;
 use gix::ObjectId;
 
-/// Flush the buffer into a pack file once it holds this much compressed data.
-pub const BUFFER_LIMIT: usize = 32 * 1024 * 1024;
+/// Flush the buffer into a pack file once it holds this much compressed data. With one
+/// buffer filling while at most one is being written, this bounds the pack writer's memory
+/// to about twice this plus one object per worker.
+pub const BUFFER_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The largest object that goes through the buffer (larger ones are streamed into packs of
+/// their own): the buffer is allocated once with room for one more, so it never reallocates.
+const LARGEST_BUFFERED: usize = 8 * 1024 * 1024 + 64 * 1024;
 
 /// How hard to deflate, decided per object from a sample of its content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +163,10 @@ pub struct PackBuffer {
 
 impl PackBuffer {
     pub fn push(&mut self, object: &Prepared) {
+        if self.data.capacity() == 0 {
+            // Untouched capacity costs no memory; a reallocation would copy the whole buffer.
+            self.data.reserve(BUFFER_LIMIT + LARGEST_BUFFERED);
+        }
         let offset = 12 + self.data.len() as u64;
         let start = self.data.len();
         self.data
@@ -180,6 +190,11 @@ impl PackBuffer {
     /// Write the buffered objects as a pack and its index in `pack_dir`, durably, and empty
     /// the buffer. Returns the index's path.
     pub fn write(&mut self, pack_dir: &Path) -> Result<PathBuf> {
+        self.write_out(pack_dir)
+            .with_context(|| format!("could not write a pack into {}", pack_dir.display()))
+    }
+
+    fn write_out(&mut self, pack_dir: &Path) -> Result<PathBuf> {
         let count = u32::try_from(self.entries.len()).context("too many objects for one pack")?;
         let header = pack_header(count);
         let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
@@ -203,6 +218,11 @@ impl PackBuffer {
 pub struct Packer {
     dir: PathBuf,
     state: std::sync::Mutex<Option<Packing>>,
+    /// Held while a full buffer is written: one write at a time, so a thread with a full
+    /// buffer waits instead of a third buffer filling.
+    writing: std::sync::Mutex<()>,
+    /// Why packing ended early (a pack could not be written), for the threads still adding.
+    failed: std::sync::Mutex<Option<String>>,
 }
 
 /// Objects bound for a pack, and every id packed since [`Packer::start`] (gix only sees a new
@@ -218,6 +238,8 @@ impl Packer {
         Packer {
             dir,
             state: Default::default(),
+            writing: Default::default(),
+            failed: Default::default(),
         }
     }
 
@@ -235,6 +257,7 @@ impl Packer {
     /// operation that failed before finishing is dropped: nothing refers to its objects.
     pub fn start(&self) {
         *self.state() = Some(Packing::default());
+        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     pub fn is_active(&self) -> bool {
@@ -253,6 +276,14 @@ impl Packer {
         let full = {
             let mut guard = self.state();
             let Some(packing) = guard.as_mut() else {
+                if let Some(why) = self
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                {
+                    bail!("{why}");
+                }
                 bail!("internal error: an object for a pack while no pack is being written");
             };
             if !packing.written.insert(object.id) {
@@ -265,10 +296,15 @@ impl Packer {
             std::mem::take(&mut packing.buffer)
         };
         let mut full = full;
-        if let Err(err) = full.write(&self.dir) {
+        let written = {
+            let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+            full.write(&self.dir)
+        };
+        if let Err(err) = written {
             // Those objects are lost, but their ids are in `written`: packing ends here, so
             // nothing (a later operation of a long-running watch above all) takes them for
             // stored. The operation fails with this error.
+            *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{err:#}"));
             *self.state() = None;
             return Err(err);
         }
@@ -511,6 +547,50 @@ fn write_index(entries: &[IndexEntry], pack: ObjectId, out: &mut dyn Write) -> R
 mod tests {
     use super::*;
 
+    /// Review: an index with offsets at and above 2^31 (the large-offset table) reads back
+    /// through gix with the right offsets and CRCs, fan-out and checksum included.
+    #[test]
+    fn an_index_with_large_offsets_reads_back() {
+        let offsets = [12u64, 0x7fff_ffff, 0x8000_0000, 5 << 32, 1000, 0xffff_ffff];
+        let mut entries: Vec<IndexEntry> = offsets
+            .iter()
+            .enumerate()
+            .map(|(i, &offset)| IndexEntry {
+                id: gix::objs::compute_hash(
+                    gix::hash::Kind::Sha1,
+                    Kind::Blob,
+                    format!("object {i}").as_bytes(),
+                )
+                .unwrap(),
+                offset,
+                crc32: 0x0101_0101 * (i as u32 + 1),
+            })
+            .collect();
+        entries.sort_by_key(|e| e.id);
+        let mut out = Vec::new();
+        let pack = ObjectId::from_bytes_or_panic(&[7; 20]);
+        write_index(&entries, pack, &mut out).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pack-x.idx");
+        std::fs::write(&path, &out).unwrap();
+        let index = gix::odb::pack::index::File::at(&path, gix::hash::Kind::Sha1).unwrap();
+        assert_eq!(index.num_objects(), offsets.len() as u32);
+        assert_eq!(index.pack_checksum(), pack.as_ref());
+        index
+            .verify_checksum(
+                &mut gix::progress::Discard,
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+            .unwrap();
+        for e in &entries {
+            let i = index
+                .lookup(e.id)
+                .expect("every id found through the fan-out");
+            assert_eq!(index.pack_offset_at_index(i), e.offset);
+            assert_eq!(index.crc32_at_index(i), Some(e.crc32));
+        }
+    }
+
     #[test]
     fn entry_headers_encode_type_and_size() {
         assert_eq!(entry_header(Kind::Blob, 0), vec![0x30]);
@@ -545,7 +625,7 @@ mod tests {
             }
             assert!(
                 ids.len() < 64,
-                "32 MiB of objects never made the buffer write out"
+                "16 MiB of objects never made the buffer write out"
             );
         };
         assert!(format!("{failed:#}").contains("pack"), "{failed:#}");

@@ -261,8 +261,15 @@ impl Shadow {
             return Ok(());
         }
         let flush = |path: &Path, flags: OFlags| -> Result<()> {
-            let fd = open(path, flags | OFlags::CLOEXEC, Mode::empty())
-                .with_context(|| format!("could not open {}", path.display()))?;
+            let fd = match open(path, flags | OFlags::CLOEXEC, Mode::empty()) {
+                Ok(fd) => fd,
+                // Packed meanwhile by `mirror gc`, which flushed its pack before it removed
+                // the loose copy: nothing left to flush here.
+                Err(rustix::io::Errno::NOENT) => return Ok(()),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("could not open {}", path.display()))
+                }
+            };
             if ids.len() > FSYNC_EACH_LIMIT {
                 syncfs(&fd)
                     .with_context(|| format!("could not flush {} to disk", self.path.display()))?;
@@ -277,11 +284,9 @@ impl Shadow {
         }
         let mut dirs = std::collections::BTreeSet::new();
         for id in &ids {
+            // Already packed, or the empty tree gix serves without a file: nothing to flush
+            // (`flush` skips what is not there).
             let path = self.loose_path(id);
-            if !path.exists() {
-                // Already packed, or the empty tree gix serves without a file: nothing to flush.
-                continue;
-            }
             flush(&path, OFlags::RDONLY)?;
             if let Some(dir) = path.parent() {
                 dirs.insert(dir.to_owned());
@@ -547,11 +552,26 @@ impl Shadow {
                 if idx_path.extension().is_none_or(|e| e != "idx") {
                     continue;
                 }
-                let index = pack::index::File::at(&idx_path, gix::hash::Kind::Sha1)
-                    .with_context(|| format!("could not read pack index {}", idx_path.display()))?;
+                // A pack `mirror gc` removed since the directory was listed (its objects are in
+                // a newer pack) is skipped, not an error.
+                let index = match pack::index::File::at(&idx_path, gix::hash::Kind::Sha1) {
+                    Ok(index) => index,
+                    Err(_) if !idx_path.exists() => continue,
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("could not read pack index {}", idx_path.display())
+                        })
+                    }
+                };
                 let pack_path = idx_path.with_extension("pack");
-                let pack = File::open(&pack_path)
-                    .with_context(|| format!("could not open {}", pack_path.display()))?;
+                let pack = match File::open(&pack_path) {
+                    Ok(pack) => pack,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("could not open {}", pack_path.display()))
+                    }
+                };
                 packs.push(OpenPack {
                     index,
                     pack,

@@ -16,6 +16,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
     let (project, shadow) = open_project(ctx)?;
     ctx.audit_into(&shadow);
     let _lock = super::lock_shadow(&shadow, "repair")?;
+    // Repair moves packs into quarantine: never while gc is deciding which copies to delete.
+    let _gc = mirror::lock::acquire_gc(&shadow.path, true)?;
     let names: Vec<String> = args.from.into_iter().collect();
     let remotes = super::push::select(&project.config.remotes, &names)?;
     let bar = super::progress::Bar::new(ctx.quiet);
