@@ -21,8 +21,9 @@ use crate::pack::{PackBuffer, Prepared, BUFFER_LIMIT};
 use crate::progress::Progress;
 use crate::store::Shadow;
 
-/// Packs smaller than this are merged; larger ones (a first snapshot's) stay as they are.
-pub const SMALL_PACK: u64 = 16 * 1024 * 1024;
+/// Packs smaller than this are merged; larger ones (a first snapshot's, each at least
+/// [`crate::pack::BUFFER_LIMIT`]) stay as they are.
+pub const SMALL_PACK: u64 = 4 * 1024 * 1024;
 
 /// `mirror gc --auto` (started in the background after a snapshot) works only past these.
 pub const AUTO_LOOSE: usize = 2000;

@@ -387,7 +387,7 @@ fn a_lost_pack_in_one_tier_does_not_drop_blobs_of_the_next() {
     use std::os::unix::process::CommandExt;
     let env = Env::new();
     env.init(&["a=a", "b=b"]);
-    // Tier a: 40 MiB of incompressible files, more than one pack buffer (32 MiB).
+    // Tier a: 40 MiB of incompressible files, several pack buffers (8 MiB each).
     for i in 0..80u64 {
         env.write(&format!("a/f{i:03}.bin"), noise(512 << 10, 100 + i));
     }
@@ -399,9 +399,10 @@ fn a_lost_pack_in_one_tier_does_not_drop_blobs_of_the_next() {
     unsafe {
         cmd.pre_exec(|| {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            // Below one pack buffer: the first pack write fails.
             let limit = libc::rlimit {
-                rlim_cur: 16 << 20,
-                rlim_max: 16 << 20,
+                rlim_cur: 4 << 20,
+                rlim_max: 4 << 20,
             };
             libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
             Ok(())
