@@ -600,6 +600,18 @@ mod tests {
         assert_eq!(entry_header(Kind::Commit, 0x1234), vec![0x94, 0xa3, 0x02]);
     }
 
+    /// Incompressible bytes (xorshift), deterministic per seed.
+    fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
     #[test]
     fn a_pack_that_could_not_be_written_leaves_no_object_taken_for_stored() {
         let dir = tempfile::tempdir().unwrap();
@@ -608,17 +620,9 @@ mod tests {
         std::fs::write(&not_a_dir, "").unwrap();
         let packer = Packer::new(not_a_dir);
         packer.start();
-        let mut seed = 1u64;
         let mut ids = Vec::new();
         let failed = loop {
-            let data: Vec<u8> = (0..1 << 20)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let data = noise(1 << 20, ids.len() as u64 + 1);
             let object = Prepared::new(Kind::Blob, &data).unwrap();
             ids.push(object.id);
             if let Err(err) = packer.add(&object) {
@@ -646,15 +650,7 @@ mod tests {
             .collect();
         let text = b"fn main() { println!(\"hello\"); }\n".repeat(3000);
         assert_eq!(level_for(&text), Level::Fast);
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..100_000)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
+        let noise = noise(100_000, 0x9e37_79b9_7f4a_7c15);
         assert_eq!(level_for(&noise), Level::Store);
         // Whatever the level, the stream inflates back to the content.
         for data in [&random[..], &text[..], &noise[..]] {

@@ -71,6 +71,23 @@ fn every_object_reads(env: &Env) {
     assert_exit(&verify, 0, "mirror verify --full");
 }
 
+/// `checkout latest --to ROOT/DIR` gives tier `t` back exactly as it is on disk.
+fn restores_exactly(env: &Env, dir: &str) {
+    let dest = env.root().join(dir);
+    env.ok(&[
+        "checkout",
+        "latest",
+        "--to",
+        dest.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(
+        tree(&dest.join("t"), &[]),
+        tree(&env.path("t"), &[]),
+        "the restore differs from the project"
+    );
+}
+
 /// Pseudo-random bytes (incompressible), deterministic per seed.
 fn noise(len: usize, mut seed: u64) -> Vec<u8> {
     (0..len)
@@ -131,19 +148,7 @@ fn a_first_snapshot_goes_into_packs_that_git_verifies() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
     // Restored byte for byte, with modes, links and empty directories.
-    let dest = env.root().join("restored");
-    env.ok(&[
-        "checkout",
-        "latest",
-        "--to",
-        dest.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert_eq!(
-        tree(&dest.join("t"), &[]),
-        tree(&env.path("t"), &[]),
-        "the restore differs from the project"
-    );
+    restores_exactly(&env, "restored");
 }
 
 #[test]
@@ -310,15 +315,7 @@ fn gc_packs_loose_objects_and_small_packs_and_loses_nothing() {
     // Snapshots go on as before on the packed repository.
     env.write("t/notes.txt", "after gc\n");
     env.ok(&["snapshot"]);
-    let dest = env.root().join("restored");
-    env.ok(&[
-        "checkout",
-        "latest",
-        "--to",
-        dest.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert_eq!(tree(&dest.join("t"), &[]), tree(&env.path("t"), &[]));
+    restores_exactly(&env, "restored");
 
     // With deltas: git repack rewrites everything into one pack, unreachable objects kept.
     let out = env.mirror(&["gc", "--deltas"]);
