@@ -375,21 +375,23 @@ pub fn scan_focused(
 
     // Empty directories: entered, but with nothing recorded below them.
     let mut occupied: HashSet<&[u8]> = HashSet::new();
-    let mark_ancestors = |path: &[u8], set: &mut HashSet<Vec<u8>>| {
+    // Slices of the paths themselves: no allocation per path (a tier has many files per
+    // directory, and most of them find their parent already marked).
+    fn mark_ancestors<'p>(path: &'p [u8], set: &mut HashSet<&'p [u8]>) {
         let mut p = path;
         while let Some(slash) = p.rfind_byte(b'/') {
             p = &p[..slash];
-            if !set.insert(p.to_vec()) {
+            if !set.insert(p) {
                 break;
             }
         }
-    };
-    let mut busy: HashSet<Vec<u8>> = HashSet::new();
+    }
+    let mut busy: HashSet<&[u8]> = HashSet::new();
     for path in out.listing.keys() {
         mark_ancestors(path, &mut busy);
     }
     for (path, _) in &unreadable {
-        busy.insert(path.to_vec());
+        busy.insert(path.as_slice());
         mark_ancestors(path, &mut busy);
     }
     let candidates: BTreeSet<&BString> = walked
@@ -725,12 +727,15 @@ fn snapshot_tier(
     if let Some(cache) = prev.cache_of_tip() {
         // Every file was a stat-cache hit and the paths are exactly the cached ones: nothing
         // changed, and the cache stays valid as it is. This is the common hook-driven case.
+        // Every file's item came from its cache entry (`all_cached`), so only the empty
+        // directories, found by the walk, need comparing.
         let same = scan.all_cached
             && scan.unreadable.is_empty()
             && scan.listing.len() == cache.entries.len()
             && scan
                 .listing
                 .iter()
+                .filter(|(_, i)| i.mode == Mode::EmptyDir)
                 .all(|(p, i)| cache.entries.get(p).is_some_and(|e| e.item == *i));
         if same {
             return Ok(TierReport {
