@@ -5,6 +5,19 @@
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
+/// Start `cmd` in a session of its own (so also a process group of its own): it has no
+/// controlling terminal to prompt on, a signal to mirror's group does not reach it, and
+/// [`wait_or_kill`] can end everything it started.
+pub fn new_session(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            libc::setsid();
+            Ok(())
+        })
+    }
+}
+
 /// Wait for `child` (started in its own process group) at most `timeout`. `None`: the time
 /// ran out and its process group was killed and reaped.
 pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {

@@ -97,7 +97,7 @@ pub fn candidates(shadow: &Shadow) -> Result<Candidates> {
         // A pack of one object is a large file streamed on its own: already as it should be.
         // A pack with deltas (`gc --deltas`, git's own gc, a fetch) is smaller than whole
         // objects could ever be: gathering it would undo that.
-        if size < SMALL_PACK && objects_in(&idx)? > 1 && !has_deltas(&idx)? {
+        if size < SMALL_PACK && gatherable(&idx)? {
             small_packs.push(idx);
         }
     }
@@ -132,11 +132,14 @@ pub fn auto_wanted(shadow: &Shadow) -> bool {
     small >= AUTO_PACKS
 }
 
-/// Does the pack of this index hold any delta entry?
-fn has_deltas(idx: &Path) -> Result<bool> {
+/// Is the (small) pack of this index worth gathering: more than one object, and no delta
+/// entry among them?
+fn gatherable(idx: &Path) -> Result<bool> {
     use gix::odb::pack;
-    let index = pack::index::File::at(idx, gix::hash::Kind::Sha1)
-        .with_context(|| format!("could not read pack index {}", idx.display()))?;
+    let index = open_index(idx)?;
+    if index.num_objects() <= 1 {
+        return Ok(false);
+    }
     let pack_path = idx.with_extension("pack");
     let data = pack::data::File::at(&pack_path, gix::hash::Kind::Sha1)
         .with_context(|| format!("could not read pack {}", pack_path.display()))?;
@@ -146,16 +149,15 @@ fn has_deltas(idx: &Path) -> Result<bool> {
             .with_context(|| format!("corrupt entry in {}", pack_path.display()))?
             .header;
         if header.is_delta() {
-            return Ok(true);
+            return Ok(false);
         }
     }
-    Ok(false)
+    Ok(true)
 }
 
-fn objects_in(idx: &Path) -> Result<u32> {
-    Ok(gix::odb::pack::index::File::at(idx, gix::hash::Kind::Sha1)
-        .with_context(|| format!("could not read pack index {}", idx.display()))?
-        .num_objects())
+fn open_index(idx: &Path) -> Result<gix::odb::pack::index::File> {
+    gix::odb::pack::index::File::at(idx, gix::hash::Kind::Sha1)
+        .with_context(|| format!("could not read pack index {}", idx.display()))
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -212,18 +214,13 @@ fn pack_candidates(
     let mut staying = Vec::new();
     for idx in read_dir_sorted(&shadow.pack_dir())? {
         if idx.extension().is_some_and(|e| e == "idx") && !merged.contains(idx.as_path()) {
-            staying.push(
-                pack::index::File::at(&idx, gix::hash::Kind::Sha1)
-                    .with_context(|| format!("could not read pack index {}", idx.display()))?,
-            );
+            staying.push(open_index(&idx)?);
         }
     }
     let in_staying = |id: &gix::oid| staying.iter().any(|i| i.lookup(id).is_some());
     let mut ids: Vec<ObjectId> = found.loose.clone();
     for idx in &found.small_packs {
-        let index = pack::index::File::at(idx, gix::hash::Kind::Sha1)
-            .with_context(|| format!("could not read pack index {}", idx.display()))?;
-        ids.extend(index.iter().map(|e| e.oid));
+        ids.extend(open_index(idx)?.iter().map(|e| e.oid));
     }
     let mut seen = HashSet::new();
     ids.retain(|id| seen.insert(*id) && !in_staying(id));
@@ -279,8 +276,8 @@ fn pack_candidates(
     // Every object must be in a new pack (or a staying one) before any old copy goes.
     let new: Vec<pack::index::File> = written
         .iter()
-        .map(|idx| pack::index::File::at(idx, gix::hash::Kind::Sha1))
-        .collect::<Result<_, _>>()
+        .map(|idx| open_index(idx))
+        .collect::<Result<_>>()
         .context("could not read back a pack index just written")?;
     for id in found.loose.iter() {
         if !new.iter().any(|i| i.lookup(id).is_some()) && !in_staying(id) {

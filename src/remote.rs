@@ -156,15 +156,9 @@ pub fn run_git(args: &[String], timeout: Duration) -> Result<GitOutput> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Its own session (so also its own process group): ssh cannot reach a terminal to ask for
-    // a password, and a timeout ends the ssh it started too.
-    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // Its own session: ssh cannot reach a terminal to ask for a password, and a timeout ends
+    // the ssh it started too.
+    crate::child::new_session(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(

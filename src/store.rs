@@ -395,19 +395,17 @@ impl Shadow {
         size: u64,
         encrypt: Option<&crate::crypt::Encryptor>,
     ) -> Result<BlobWrite> {
-        let mut exact = ExactReader::new(file, size);
-        let result = match encrypt {
-            None => self.write_stream(size, &mut exact),
+        let written = read_exactly(file, size, |exact| match encrypt {
+            None => self.write_stream(size, exact),
             Some(encryptor) => {
-                let (total, mut reader) = encryptor.encrypting_reader(&mut exact, size)?;
+                let (total, mut reader) = encryptor.encrypting_reader(exact, size)?;
                 self.write_stream(total, &mut reader)
             }
-        };
-        match (result, exact.problem.take()) {
-            (_, Some(problem)) => Ok(BlobWrite::Unreadable(problem)),
-            (Ok(oid), None) => Ok(BlobWrite::Written { oid, size }),
-            (Err(err), None) => Err(err),
-        }
+        })?;
+        Ok(match written {
+            Ok(oid) => BlobWrite::Written { oid, size },
+            Err(problem) => BlobWrite::Unreadable(problem),
+        })
     }
 
     /// Write a blob of exactly `size` bytes from `reader`: small ones through memory (hashed
@@ -669,10 +667,17 @@ pub fn prepare_file_blob(
     file: File,
     size: u64,
 ) -> Result<PreparedBlob> {
-    let mut exact = ExactReader::new(file, size);
     let exists = |id: &gix::oid| gix::objs::Exists::exists(&repo.objects, id);
-    let result = if size <= STREAM_THRESHOLD {
-        read_small(size, &mut exact).and_then(|data| {
+    let prepared = read_exactly(file, size, |exact| {
+        if size > STREAM_THRESHOLD {
+            let (id, packed) =
+                crate::pack::stream_single(pack_dir, gix::objs::Kind::Blob, size, exact, &exists)?;
+            return Ok(match packed {
+                Some(_) => PreparedBlob::Packed(id),
+                None => PreparedBlob::Existing(id),
+            });
+        }
+        read_small(size, exact).and_then(|data| {
             let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &data)?;
             Ok(if exists(&id) {
                 PreparedBlob::Existing(id)
@@ -684,17 +689,23 @@ pub fn prepare_file_blob(
                 ))
             })
         })
-    } else {
-        crate::pack::stream_single(pack_dir, gix::objs::Kind::Blob, size, &mut exact, &exists).map(
-            |(id, packed)| match packed {
-                Some(_) => PreparedBlob::Packed(id),
-                None => PreparedBlob::Existing(id),
-            },
-        )
-    };
+    })?;
+    Ok(prepared.unwrap_or_else(PreparedBlob::Unreadable))
+}
+
+/// Run `store` over exactly `size` bytes of `file`. A file that grew, shrank or failed while
+/// being read is the inner `Err` (reported, never fatal), whatever `store` made of the
+/// shortened stream; the outer `Err` is `store`'s own failure (a write into the shadow).
+fn read_exactly<T>(
+    file: File,
+    size: u64,
+    store: impl FnOnce(&mut ExactReader) -> Result<T>,
+) -> Result<std::result::Result<T, ReadProblem>> {
+    let mut exact = ExactReader::new(file, size);
+    let result = store(&mut exact);
     match (result, exact.problem.take()) {
-        (_, Some(problem)) => Ok(PreparedBlob::Unreadable(problem)),
-        (Ok(prepared), None) => Ok(prepared),
+        (_, Some(problem)) => Ok(Err(problem)),
+        (Ok(value), None) => Ok(Ok(value)),
         (Err(err), None) => Err(err),
     }
 }

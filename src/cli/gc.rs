@@ -69,7 +69,6 @@ pub fn start_auto(root: &std::path::Path, shadow: &mirror::store::Shadow) {
 
 fn spawn_auto(root: &std::path::Path, shadow: &mirror::store::Shadow) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    use std::os::unix::process::CommandExt;
     let log_path = shadow.mirror_dir().join("gc.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -84,13 +83,8 @@ fn spawn_auto(root: &std::path::Path, shadow: &mirror::store::Shadow) -> anyhow:
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // Detached: nobody waits for it, and a Ctrl-C to the hook or watch does not stop it.
+    mirror::child::new_session(&mut cmd);
     let mut child = cmd.spawn().context("could not start it")?;
     // Reaped by a thread, so a long-running `mirror watch` leaves no zombie behind.
     std::thread::spawn(move || child.wait());
