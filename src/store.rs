@@ -647,7 +647,7 @@ fn read_small(size: u64, reader: &mut dyn Read) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// A plain file's blob, readied by a worker thread for [`Shadow::add_prepared`].
+/// A plain file's blob, readied by a worker thread for the pack ([`crate::pack::Packer::add`]).
 pub enum PreparedBlob {
     /// Hashed and deflated, for the writer to append to its pack.
     Object(crate::pack::Prepared),
