@@ -5,7 +5,7 @@
 //! commit is restored. Empty directories are tree entries pointing at the empty tree, which
 //! git accepts and `git checkout` simply does not materialise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::{bail, Context, Result};
 use gix::bstr::{BStr, BString, ByteSlice};
@@ -71,10 +71,37 @@ pub fn write_tree(shadow: &Shadow, listing: &Listing) -> Result<ObjectId> {
     Ok(write_tree_on(shadow, listing, None)?.id)
 }
 
-/// The snapshot a new tree is written against: `listing` is exactly what `tree` holds.
+/// Directories (tier-relative, `""` for the root) with a change below them: the only ones
+/// whose trees a new snapshot rebuilds.
+pub type Dirty<'a> = HashSet<&'a [u8]>;
+
+/// Mark every directory above `path` (its parent up to the root) as changed.
+pub fn mark_dirty<'a>(path: &'a [u8], dirty: &mut Dirty<'a>) {
+    let mut p = path;
+    loop {
+        let parent = p.rfind_byte(b'/').map_or(&p[..0], |slash| &p[..slash]);
+        // Once a directory is marked, so are all of its ancestors.
+        if !dirty.insert(parent) || parent.is_empty() {
+            break;
+        }
+        p = parent;
+    }
+}
+
+/// Every directory with an added, removed or changed path below it, from `old` to `new`.
+pub fn changed_dirs<'a>(old: &'a Listing, new: &'a Listing) -> Dirty<'a> {
+    let mut dirty = Dirty::new();
+    for (path, _) in changes(old, new) {
+        mark_dirty(path, &mut dirty);
+    }
+    dirty
+}
+
+/// The snapshot a new tree is written against: its tree, and the directories that changed
+/// since (everything else is taken from `tree` as it is).
 pub struct Base<'a> {
     pub tree: ObjectId,
-    pub listing: &'a Listing,
+    pub dirty: &'a Dirty<'a>,
 }
 
 pub struct Written {
@@ -97,13 +124,21 @@ pub fn write_tree_on(shadow: &Shadow, listing: &Listing, base: Option<Base>) -> 
             .write_object(&gix::objs::Tree::empty())
             .context("could not write the empty tree")?;
     }
-    let dirty = base.as_ref().map(|b| changed_dirs(b.listing, listing));
-    let mut writer = TreeWriter {
-        shadow,
-        empty,
-        dirty,
-        built: 0,
+    let leaves = |leaves: &[(&[u8], &Item)]| -> Result<Vec<Entry>> {
+        Ok(leaves
+            .iter()
+            .map(|(name, item)| Entry {
+                mode: item.mode.entry_kind().into(),
+                filename: (*name).into(),
+                oid: if item.mode == Mode::EmptyDir {
+                    empty
+                } else {
+                    item.oid
+                },
+            })
+            .collect())
     };
+    let mut writer = DirWriter::new(shadow, base.as_ref().map(|b| b.dirty), b"", leaves);
     let id = writer.write_dir(&entries, b"", base.map(|b| b.tree))?;
     Ok(Written {
         id,
@@ -111,60 +146,62 @@ pub fn write_tree_on(shadow: &Shadow, listing: &Listing, base: Option<Base>) -> 
     })
 }
 
-/// Every directory (`""` for the root) with an added, removed or changed path below it.
-fn changed_dirs<'a>(old: &'a Listing, new: &'a Listing) -> std::collections::HashSet<&'a [u8]> {
-    let mut dirs = std::collections::HashSet::new();
-    for (path, _) in changes(old, new) {
-        let mut p = path.as_slice();
-        loop {
-            let parent = p.rfind_byte(b'/').map_or(&p[..0], |slash| &p[..slash]);
-            if !dirs.insert(parent) || parent.is_empty() {
-                break;
-            }
-            p = parent;
+/// Writes a directory hierarchy of git trees from entries sorted by path. Directories with a
+/// change (or without a base) are built; the others keep their tree from the base. What a
+/// directory's own (non-directory) entries become is the caller's: one tree entry each for a
+/// tier's files, one records blob for the metadata tree ([`crate::meta`]).
+pub(crate) struct DirWriter<'a, T, F> {
+    shadow: &'a Shadow,
+    /// With a base: the directories that must be rebuilt.
+    dirty: Option<&'a Dirty<'a>>,
+    /// Prepended to each subdirectory's name in its parent's tree.
+    subdir_prefix: &'static [u8],
+    leaves: F,
+    pub built: usize,
+    _items: std::marker::PhantomData<T>,
+}
+
+impl<'a, T, F> DirWriter<'a, T, F>
+where
+    F: FnMut(&[(&[u8], &T)]) -> Result<Vec<Entry>>,
+{
+    pub fn new(
+        shadow: &'a Shadow,
+        dirty: Option<&'a Dirty<'a>>,
+        subdir_prefix: &'static [u8],
+        leaves: F,
+    ) -> Self {
+        DirWriter {
+            shadow,
+            dirty,
+            subdir_prefix,
+            leaves,
+            built: 0,
+            _items: std::marker::PhantomData,
         }
     }
-    dirs
-}
 
-struct TreeWriter<'a> {
-    shadow: &'a Shadow,
-    empty: ObjectId,
-    /// With a base: the directories that must be rebuilt.
-    dirty: Option<std::collections::HashSet<&'a [u8]>>,
-    built: usize,
-}
-
-impl TreeWriter<'_> {
     /// Write the directory `dir` (tier-relative, `""` for the root) whose entries, relative to
-    /// it, are `entries`; `old` is its tree in the base, if it had one.
-    fn write_dir(
+    /// it and sorted, are `entries`; `old` is its tree in the base, if it had one.
+    pub fn write_dir(
         &mut self,
-        entries: &[(&[u8], &Item)],
+        entries: &[(&[u8], &T)],
         dir: &[u8],
         old: Option<ObjectId>,
     ) -> Result<ObjectId> {
         // The old tree's subdirectories, to take unchanged ones from.
-        let old_subtrees: std::collections::HashMap<BString, ObjectId> = match old {
+        let old_subtrees: HashMap<BString, ObjectId> = match old {
             Some(id) if self.dirty.is_some() => self.subtrees(id)?,
             _ => Default::default(),
         };
         let mut tree = gix::objs::Tree::empty();
+        let mut leaves = Vec::new();
         let mut i = 0;
         while i < entries.len() {
             let (path, item) = entries[i];
             match path.find_byte(b'/') {
                 None => {
-                    let oid = if item.mode == Mode::EmptyDir {
-                        self.empty
-                    } else {
-                        item.oid
-                    };
-                    tree.entries.push(Entry {
-                        mode: item.mode.entry_kind().into(),
-                        filename: path.into(),
-                        oid,
-                    });
+                    leaves.push((path, item));
                     i += 1;
                 }
                 Some(slash) => {
@@ -179,15 +216,14 @@ impl TreeWriter<'_> {
                         full.push(b'/');
                     }
                     full.extend_from_slice(name);
-                    let old_child = old_subtrees.get(name.as_bstr()).copied();
-                    let unchanged = self
-                        .dirty
-                        .as_ref()
-                        .is_some_and(|d| !d.contains(full.as_slice()));
+                    let mut stored = BString::from(self.subdir_prefix);
+                    stored.extend_from_slice(name);
+                    let old_child = old_subtrees.get(&stored).copied();
+                    let unchanged = self.dirty.is_some_and(|d| !d.contains(full.as_slice()));
                     let oid = match old_child {
                         Some(id) if unchanged => id,
                         _ => {
-                            let children: Vec<(&[u8], &Item)> = entries[i..j]
+                            let children: Vec<(&[u8], &T)> = entries[i..j]
                                 .iter()
                                 .map(|(p, it)| (&p[slash + 1..], *it))
                                 .collect();
@@ -196,13 +232,14 @@ impl TreeWriter<'_> {
                     };
                     tree.entries.push(Entry {
                         mode: EntryKind::Tree.into(),
-                        filename: name.into(),
+                        filename: stored,
                         oid,
                     });
                     i = j;
                 }
             }
         }
+        tree.entries.extend((self.leaves)(&leaves)?);
         // Git orders tree entries by name with directories compared as "name/".
         tree.entries.sort();
         self.built += 1;
@@ -211,7 +248,7 @@ impl TreeWriter<'_> {
             .context("could not write a tree object")
     }
 
-    fn subtrees(&self, id: ObjectId) -> Result<std::collections::HashMap<BString, ObjectId>> {
+    fn subtrees(&self, id: ObjectId) -> Result<HashMap<BString, ObjectId>> {
         let tree = self
             .shadow
             .repo
@@ -527,9 +564,10 @@ mod tests {
 
         let mut new = old.clone();
         new.insert("a3/b2/c1/file".into(), blob(&shadow, "changed"));
+        let dirty = changed_dirs(&old, &new);
         let base = Base {
             tree: first.id,
-            listing: &old,
+            dirty: &dirty,
         };
         let second = write_tree_on(&shadow, &new, Some(base)).unwrap();
         assert_eq!(second.built, 4, "root, a3, a3/b2, a3/b2/c1");
@@ -550,9 +588,10 @@ mod tests {
         for c in 0..4 {
             third.remove(format!("a4/b4/c{c}/file").as_bytes().as_bstr());
         }
+        let dirty = changed_dirs(&new, &third);
         let base = Base {
             tree: second.id,
-            listing: &new,
+            dirty: &dirty,
         };
         let written = write_tree_on(&shadow, &third, Some(base)).unwrap();
         assert_eq!(written.id, write_tree(&shadow, &third).unwrap());
@@ -630,7 +669,10 @@ mod tests {
         ];
         let mut prev: Option<(ObjectId, &Listing)> = None;
         for (n, state) in states.iter().enumerate() {
-            let base = prev.map(|(tree, listing)| Base { tree, listing });
+            let dirty = prev.map(|(_, listing)| changed_dirs(listing, state));
+            let base = prev
+                .zip(dirty.as_ref())
+                .map(|((tree, _), dirty)| Base { tree, dirty });
             let reused = write_tree_on(&shadow, state, base).unwrap().id;
             let full = write_tree(&shadow, state).unwrap();
             assert_eq!(reused, full, "state {n}: reuse differs from a full rebuild");

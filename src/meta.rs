@@ -1,18 +1,25 @@
-//! Per-snapshot metadata git trees cannot hold: modification times.
+//! Per-snapshot metadata git trees cannot hold: modification times, permissions, encryption.
 //!
 //! Stored as a git note (ref `refs/notes/mirror`) on each tier commit, so the tier tree stays
-//! exactly the tier's files and `git notes --ref=mirror show <commit>` recovers it with plain
-//! git. The blob is a sequence of NUL-terminated records (NUL because file names may contain
-//! newlines): first `mirror-meta 1`, then `m <seconds> <nanoseconds> <path>` per file and link,
-//! followed by `p <octal permissions> <path>` when the permissions are not 0644/0755, and
-//! `e <plaintext size> <path>` when the blob is the file's age ciphertext (a treasure).
+//! exactly the tier's files and plain git recovers it. Records are NUL-terminated (file names
+//! may contain newlines): `m <seconds> <nanoseconds> <name>` per file and link, followed by
+//! `p <octal permissions> <name>` when the permissions are not 0644/0755, and
+//! `e <plaintext size> <name>` when the blob is the file's age ciphertext (a treasure).
+//!
+//! Version 2 (written now): the note is a *tree* shaped like the tier, so a snapshot rewrites
+//! only the metadata of the directories that changed (and the trees above them), never the
+//! whole tier's. Each directory's tree has a blob `files` (header `mirror-meta 2`, records
+//! naming the files directly in it) and one subtree `+<name>` per subdirectory holding files.
+//! Version 1 (still read): one flat blob, header `mirror-meta 1`, records naming full paths.
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use gix::bstr::{BString, ByteSlice};
+use gix::objs::tree::{Entry, EntryKind};
 use gix::ObjectId;
 
+use crate::listing::{Base, DirWriter};
 use crate::store::{Shadow, NOTES_REF};
 
 /// What git's tree cannot hold about one file or link.
@@ -45,14 +52,30 @@ impl FileMeta {
 pub type Mtimes = BTreeMap<BString, FileMeta>;
 
 const HEADER: &[u8] = b"mirror-meta 1";
+const DIR_HEADER: &[u8] = b"mirror-meta 2";
+/// The records blob of a directory in a version 2 metadata tree.
+const FILES: &[u8] = b"files";
+/// Prepended to subdirectory names in a version 2 metadata tree, so none can be `files`.
+const SUBDIR_PREFIX: &[u8] = b"+";
+/// Deeper than any path the kernel accepts (PATH_MAX 4096): a crafted metadata tree nested
+/// deeper is refused before it can exhaust the stack.
+const MAX_DEPTH: usize = 2048;
 
+/// Version 1: one flat blob of full paths (kept for tests and for reading old notes).
 pub fn encode(mtimes: &Mtimes) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + mtimes.len() * 48);
-    out.extend_from_slice(HEADER);
+    encode_records(HEADER, mtimes.iter().map(|(p, m)| (p.as_slice(), m)))
+}
+
+fn encode_records<'a>(
+    header: &[u8],
+    records: impl ExactSizeIterator<Item = (&'a [u8], &'a FileMeta)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + records.len() * 48);
+    out.extend_from_slice(header);
     out.push(0);
     // `write!` into the Vec itself: no string per record (a note has one per file).
     use std::io::Write;
-    for (path, meta) in mtimes {
+    for (path, meta) in records {
         let ns = meta.mtime_ns;
         let secs = ns.div_euclid(1_000_000_000);
         let nanos = ns.rem_euclid(1_000_000_000);
@@ -74,12 +97,24 @@ pub fn encode(mtimes: &Mtimes) -> Vec<u8> {
     out
 }
 
+/// Version 1: a flat blob of full paths.
 pub fn decode(data: &[u8]) -> Result<Mtimes> {
-    let mut records = data.split(|b| *b == 0);
-    if records.next() != Some(HEADER) {
-        bail!("metadata note does not start with '{}'", HEADER.as_bstr());
-    }
     let mut mtimes = Mtimes::new();
+    decode_records(data, HEADER, &mut mtimes, |path| Ok(path.into()))?;
+    Ok(mtimes)
+}
+
+/// Decode records into `mtimes`, each record's name turned into its path by `path_of`.
+fn decode_records(
+    data: &[u8],
+    header: &[u8],
+    mtimes: &mut Mtimes,
+    path_of: impl Fn(&[u8]) -> Result<BString>,
+) -> Result<()> {
+    let mut records = data.split(|b| *b == 0);
+    if records.next() != Some(header) {
+        bail!("metadata note does not start with '{}'", header.as_bstr());
+    }
     for record in records {
         if record.is_empty() {
             continue;
@@ -102,7 +137,7 @@ pub fn decode(data: &[u8]) -> Result<Mtimes> {
                 match (ns, path) {
                     (Some(ns), Some(p)) => {
                         mtimes.insert(
-                            p.into(),
+                            path_of(p)?,
                             FileMeta {
                                 mtime_ns: ns,
                                 perm: None,
@@ -119,7 +154,8 @@ pub fn decode(data: &[u8]) -> Result<Mtimes> {
                     .next()
                     .and_then(|b| b.to_str().ok())
                     .and_then(|s| u32::from_str_radix(s, 8).ok());
-                match (perm, parts.next().and_then(|p| mtimes.get_mut(p))) {
+                let target = parts.next().map(&path_of).transpose()?;
+                match (perm, target.and_then(|p| mtimes.get_mut(&p))) {
                     // Never more than rwx bits, whatever the note says.
                     (Some(perm), Some(meta)) => meta.perm = Some(perm & 0o777),
                     _ => bail!("malformed metadata record {:?}", record.as_bstr()),
@@ -128,7 +164,8 @@ pub fn decode(data: &[u8]) -> Result<Mtimes> {
             Some(b"e") => {
                 let mut parts = record.splitn(3, |b| *b == b' ').skip(1);
                 let size = parse(parts.next()).and_then(|n| u64::try_from(n).ok());
-                match (size, parts.next().and_then(|p| mtimes.get_mut(p))) {
+                let target = parts.next().map(&path_of).transpose()?;
+                match (size, target.and_then(|p| mtimes.get_mut(&p))) {
                     (Some(size), Some(meta)) => meta.encrypted = Some(size),
                     _ => bail!("malformed metadata record {:?}", record.as_bstr()),
                 }
@@ -138,11 +175,11 @@ pub fn decode(data: &[u8]) -> Result<Mtimes> {
             _ => continue,
         }
     }
-    Ok(mtimes)
+    Ok(())
 }
 
-/// The metadata blob attached to `commit`, if any.
-pub fn read_note(shadow: &Shadow, commit: ObjectId) -> Result<Option<Mtimes>> {
+/// The note entry of `commit`: its object id and whether it is a tree (version 2).
+fn note_entry(shadow: &Shadow, commit: ObjectId) -> Result<Option<(ObjectId, bool)>> {
     let Some(notes) = shadow.ref_target(NOTES_REF)? else {
         return Ok(None);
     };
@@ -152,20 +189,123 @@ pub fn read_note(shadow: &Shadow, commit: ObjectId) -> Result<Option<Mtimes>> {
         .context("notes ref does not point to a commit")?
         .tree()?;
     let name = commit.to_hex().to_string();
-    let Some(entry) = tree.find_entry(name.as_str()) else {
-        return Ok(None);
-    };
-    let data = shadow.read_blob(entry.oid())?;
-    Ok(Some(
-        decode(&data).with_context(|| format!("metadata note of {commit}"))?,
-    ))
+    Ok(tree
+        .find_entry(name.as_str())
+        .map(|e| (e.oid().to_owned(), e.mode().is_tree())))
 }
 
-/// Attach `blob` as the note of `commit` (one commit on `refs/notes/mirror`, compare-and-swap).
+/// The metadata recorded for `commit`, if any (either version).
+pub fn read_note(shadow: &Shadow, commit: ObjectId) -> Result<Option<Mtimes>> {
+    let Some((id, is_tree)) = note_entry(shadow, commit)? else {
+        return Ok(None);
+    };
+    let mtimes = if is_tree {
+        read_tree(shadow, id)
+    } else {
+        shadow.read_blob(&id).and_then(|data| decode(&data))
+    }
+    .with_context(|| format!("metadata note of {commit}"))?;
+    Ok(Some(mtimes))
+}
+
+/// Read a version 2 metadata tree.
+pub fn read_tree(shadow: &Shadow, tree: ObjectId) -> Result<Mtimes> {
+    let mut mtimes = Mtimes::new();
+    read_dir(shadow, tree, &mut BString::default(), 0, &mut mtimes)?;
+    Ok(mtimes)
+}
+
+/// The version 2 metadata tree of `commit`, to write the next snapshot's against.
+pub fn note_tree(shadow: &Shadow, commit: ObjectId) -> Result<Option<ObjectId>> {
+    Ok(note_entry(shadow, commit)?.and_then(|(id, is_tree)| is_tree.then_some(id)))
+}
+
+/// Read one directory of a metadata tree. Names are checked like a tier tree's: a crafted
+/// note must not name anything outside the tier (the paths are only ever looked up, but a
+/// path that can never match is refused rather than kept).
+fn read_dir(
+    shadow: &Shadow,
+    tree: ObjectId,
+    prefix: &mut BString,
+    depth: usize,
+    out: &mut Mtimes,
+) -> Result<()> {
+    if depth > MAX_DEPTH {
+        bail!("metadata tree nested deeper than {MAX_DEPTH} directories");
+    }
+    let decoded = shadow
+        .repo
+        .find_tree(tree)
+        .with_context(|| format!("metadata tree {tree} is missing"))?;
+    let decoded = decoded
+        .decode()
+        .with_context(|| format!("metadata tree {tree} is corrupt"))?;
+    for entry in &decoded.entries {
+        let name: &[u8] = entry.filename;
+        if name == FILES && !entry.mode.is_tree() {
+            let data = shadow.read_blob(entry.oid)?;
+            let dir = prefix.clone();
+            decode_records(&data, DIR_HEADER, out, |file| {
+                crate::listing::check_component(file.as_bstr(), dir.as_bstr())?;
+                Ok(join(&dir, file))
+            })
+            .with_context(|| format!("metadata of directory '{dir}'"))?;
+        } else if let Some(sub) = name
+            .strip_prefix(SUBDIR_PREFIX)
+            .filter(|_| entry.mode.is_tree())
+        {
+            crate::listing::check_component(sub.as_bstr(), prefix.as_bstr())?;
+            let len = prefix.len();
+            *prefix = join(prefix, sub);
+            read_dir(shadow, entry.oid.to_owned(), prefix, depth + 1, out)?;
+            prefix.truncate(len);
+        }
+        // Anything else comes from a newer version: ignored, as docs/format.md promises.
+    }
+    Ok(())
+}
+
+fn join(dir: &[u8], name: &[u8]) -> BString {
+    let mut path = BString::from(dir);
+    if !path.is_empty() {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
+/// Write the version 2 metadata tree of `mtimes` (sorted by path, as a map is). With a base
+/// (the previous snapshot's metadata tree and the directories changed since), only the
+/// changed directories' records and the trees above them are written.
+pub fn write_tree(shadow: &Shadow, mtimes: &Mtimes, base: Option<Base>) -> Result<ObjectId> {
+    let entries: Vec<(&[u8], &FileMeta)> = mtimes.iter().map(|(p, m)| (p.as_slice(), m)).collect();
+    let leaves = |files: &[(&[u8], &FileMeta)]| -> Result<Vec<Entry>> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = encode_records(DIR_HEADER, files.iter().copied());
+        Ok(vec![Entry {
+            mode: EntryKind::Blob.into(),
+            filename: FILES.into(),
+            oid: shadow.write_blob(&records)?,
+        }])
+    };
+    let mut writer = DirWriter::new(
+        shadow,
+        base.as_ref().map(|b| b.dirty),
+        SUBDIR_PREFIX,
+        leaves,
+    );
+    writer.write_dir(&entries, b"", base.map(|b| b.tree))
+}
+
+/// Attach `meta` (a version 2 metadata tree, or a version 1 blob) as the note of `commit`:
+/// one commit on `refs/notes/mirror`, compare-and-swap.
 pub fn write_note(
     shadow: &Shadow,
     commit: ObjectId,
-    blob: ObjectId,
+    meta: ObjectId,
+    kind: EntryKind,
     signature: &gix::actor::Signature,
 ) -> Result<()> {
     let previous = shadow.ref_target(NOTES_REF)?;
@@ -174,11 +314,7 @@ pub fn write_note(
         None => ObjectId::empty_tree(gix::hash::Kind::Sha1),
     };
     let mut editor = shadow.repo.edit_tree(base_tree)?;
-    editor.upsert(
-        commit.to_hex().to_string(),
-        gix::objs::tree::EntryKind::Blob,
-        blob,
-    )?;
+    editor.upsert(commit.to_hex().to_string(), kind, meta)?;
     let tree = editor.write()?.detach();
     shadow.track(tree);
     shadow.append_commit(
@@ -215,5 +351,146 @@ mod tests {
             },
         );
         assert_eq!(decode(&encode(&m)).unwrap(), m);
+    }
+
+    fn meta(mtime_ns: i64, perm: Option<u32>, encrypted: Option<u64>) -> FileMeta {
+        FileMeta {
+            mtime_ns,
+            perm,
+            encrypted,
+        }
+    }
+
+    fn shadow() -> (tempfile::TempDir, Shadow) {
+        let dir = tempfile::tempdir().unwrap();
+        let shadow = Shadow::create(&dir.path().join("s"), dir.path(), "t").unwrap();
+        (dir, shadow)
+    }
+
+    #[test]
+    fn metadata_tree_round_trips_odd_names() {
+        let (_dir, shadow) = shadow();
+        let m: Mtimes = [
+            ("files", meta(1, None, None)),
+            ("files/files", meta(2, Some(0o600), None)),
+            ("+plus/x", meta(3, None, Some(9))),
+            (
+                "a b/new\nline \u{e9}",
+                meta(-1_500_000_000, Some(0o640), Some(0)),
+            ),
+            ("a-b", meta(5, None, None)),
+            ("a/b/c/d", meta(1_700_000_000_123_456_789, None, None)),
+            ("a0", meta(6, None, None)),
+        ]
+        .into_iter()
+        .map(|(p, m)| (BString::from(p), m))
+        .collect();
+        let tree = write_tree(&shadow, &m, None).unwrap();
+        assert_eq!(read_tree(&shadow, tree).unwrap(), m);
+        // Nothing at all: the empty tree, read back as nothing.
+        let none = write_tree(&shadow, &Mtimes::new(), None).unwrap();
+        assert_eq!(none, ObjectId::empty_tree(gix::hash::Kind::Sha1));
+        assert!(read_tree(&shadow, none).unwrap().is_empty());
+    }
+
+    /// Rewriting only the changed directories gives exactly the tree a full rebuild gives,
+    /// and a deep change rebuilds only the directories above it.
+    #[test]
+    fn metadata_tree_reuse_equals_full_rebuild() {
+        let (_dir, shadow) = shadow();
+        let mk = |spec: &[(&str, i64)]| -> Mtimes {
+            spec.iter()
+                .map(|(p, t)| (BString::from(*p), meta(*t, None, None)))
+                .collect()
+        };
+        let states = [
+            mk(&[
+                ("a-b", 1),
+                ("a/b", 2),
+                ("a/c/d", 3),
+                ("a0", 4),
+                ("k/l/m", 6),
+                ("x", 7),
+            ]),
+            // A touch (metadata only), a file becoming a directory, a new deep file.
+            mk(&[
+                ("a-b", 10),
+                ("a/b/c", 2),
+                ("a/c/d", 3),
+                ("a0", 4),
+                ("k/l/m", 6),
+                ("n/o/p", 8),
+                ("x", 7),
+            ]),
+            // A whole directory gone, a directory becoming a file.
+            mk(&[("a-b", 10), ("a/b", 2), ("a0/x", 4), ("k", 6), ("x", 7)]),
+            mk(&[]),
+            mk(&[("new/deep/file", 1)]),
+        ];
+        let mut prev: Option<(ObjectId, &Mtimes)> = None;
+        for (n, state) in states.iter().enumerate() {
+            let reused = match prev {
+                Some((tree, old)) => {
+                    let mut dirty = crate::listing::Dirty::new();
+                    let paths: std::collections::BTreeSet<&BString> =
+                        old.keys().chain(state.keys()).collect();
+                    for p in paths {
+                        if old.get(p) != state.get(p) {
+                            crate::listing::mark_dirty(p, &mut dirty);
+                        }
+                    }
+                    let base = Base {
+                        tree,
+                        dirty: &dirty,
+                    };
+                    write_tree(&shadow, state, Some(base)).unwrap()
+                }
+                None => write_tree(&shadow, state, None).unwrap(),
+            };
+            let full = write_tree(&shadow, state, None).unwrap();
+            assert_eq!(reused, full, "state {n}: reuse differs from a full rebuild");
+            assert_eq!(&read_tree(&shadow, reused).unwrap(), state, "state {n}");
+            prev = Some((reused, state));
+        }
+    }
+
+    /// A crafted metadata tree cannot name paths outside the tier.
+    #[test]
+    fn hostile_metadata_names_are_refused() {
+        let (_dir, shadow) = shadow();
+        let records = |name: &[u8]| {
+            let mut data = b"mirror-meta 2\0m 1 0 ".to_vec();
+            data.extend_from_slice(name);
+            data.push(0);
+            shadow.write_blob(&data).unwrap()
+        };
+        let tree = |entries: Vec<(&str, EntryKind, ObjectId)>| {
+            let mut t = gix::objs::Tree::empty();
+            for (name, kind, oid) in entries {
+                t.entries.push(Entry {
+                    mode: kind.into(),
+                    filename: name.into(),
+                    oid,
+                });
+            }
+            t.entries.sort();
+            shadow.write_object(&t).unwrap()
+        };
+        for bad in [&b".."[..], b"a/b", b".git", b"."] {
+            let t = tree(vec![("files", EntryKind::Blob, records(bad))]);
+            assert!(read_tree(&shadow, t).is_err(), "{:?}", bad.as_bstr());
+        }
+        let fine = tree(vec![("files", EntryKind::Blob, records(b"ok"))]);
+        for bad in ["+..", "+.git", "+."] {
+            let t = tree(vec![(bad, EntryKind::Tree, fine)]);
+            assert!(read_tree(&shadow, t).is_err(), "{bad}");
+        }
+        // Entries of unknown kinds are skipped (a newer version's), not errors.
+        let t = tree(vec![
+            ("+sub", EntryKind::Tree, fine),
+            ("hardlinks", EntryKind::Blob, records(b"x")),
+        ]);
+        let read = read_tree(&shadow, t).unwrap();
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["sub/ok"]);
     }
 }

@@ -120,7 +120,8 @@ fn rotate_tier(
     progress.end();
 
     let tree = listing::write_tree(shadow, &files)?;
-    let meta_blob = shadow.write_blob(&meta::encode(&mtimes))?;
+    shadow.mark_format()?;
+    let meta_tree = meta::write_tree(shadow, &mtimes, None)?;
     let sig = snapshot::signature();
     let counts = Counts {
         modified: rotated.files,
@@ -138,7 +139,13 @@ fn rotate_tier(
     );
     let id = shadow.write_commit(tree, Some(tip), message, &sig)?;
     shadow.sync()?;
-    meta::write_note(shadow, id, meta_blob, &sig)?;
+    meta::write_note(
+        shadow,
+        id,
+        meta_tree,
+        gix::objs::tree::EntryKind::Tree,
+        &sig,
+    )?;
     shadow.update_ref(
         &crate::store::tier_ref(&tier.name),
         id,

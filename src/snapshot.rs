@@ -124,12 +124,114 @@ impl Previous {
         &self.state().1
     }
 
+    /// Every path recorded at the tip, in path order, with its item and (files and links)
+    /// metadata: from the stat cache when it describes the tip, so no listing is built.
+    fn recorded_entries(&self) -> Box<dyn Iterator<Item = Recorded<'_>> + '_> {
+        if let Some(cache) = self.cache_of_tip() {
+            return Box::new(cache.entries.iter().map(|(path, e)| Recorded {
+                path,
+                item: e.item,
+                meta: e.item.mode.is_file().then(|| e.file_meta()),
+            }));
+        }
+        let mut metas = self.mtimes().iter().peekable();
+        Box::new(self.listing().iter().map(move |(path, item)| {
+            // Metadata for paths not in the listing (a hand-made note) is skipped over.
+            while metas.next_if(|(p, _)| *p < path).is_some() {}
+            Recorded {
+                path,
+                item: *item,
+                meta: metas.next_if(|(p, _)| *p == path).map(|(_, m)| *m),
+            }
+        }))
+    }
+
+    /// The recorded item and metadata of `rel` at the tip.
+    fn recorded(&self, rel: &[u8]) -> Option<(Item, Option<meta::FileMeta>)> {
+        match self.cache_of_tip() {
+            Some(cache) => cache.entries.get(rel).map(|e| {
+                let meta = e.item.mode.is_file().then(|| e.file_meta());
+                (e.item, meta)
+            }),
+            None => self
+                .listing()
+                .get(rel)
+                .map(|item| (*item, self.mtimes().get(rel).copied())),
+        }
+    }
+
     /// The stat cache, if it describes exactly the tip.
     fn cache_of_tip(&self) -> Option<&Cache> {
         self.cache
             .as_ref()
             .filter(|c| self.tip.is_some() && c.commit == self.tip)
     }
+}
+
+/// One path as the tip recorded it.
+struct Recorded<'a> {
+    path: &'a BString,
+    item: Item,
+    meta: Option<meta::FileMeta>,
+}
+
+/// What a scan changes against the tip.
+struct Delta<'a> {
+    /// Files and links added, modified, deleted (empty directories are not counted).
+    counts: Counts,
+    /// Directories whose trees and metadata must be rebuilt: above any path added, removed,
+    /// or changed in content, mode or metadata.
+    dirty: listing::Dirty<'a>,
+    /// Nothing differs: no commit to write.
+    same: bool,
+}
+
+/// Compare the scan with the tip in one pass over both, in path order.
+fn delta<'a>(prev: &'a Previous, scan: &'a Scan) -> Delta<'a> {
+    let mut out = Delta {
+        counts: Counts::default(),
+        dirty: listing::Dirty::new(),
+        same: prev.tip.is_some(),
+    };
+    let mut old = prev.recorded_entries().peekable();
+    let mut metas = scan.mtimes.iter().peekable();
+    let deleted = |gone: Recorded<'a>, out: &mut Delta<'a>| {
+        if gone.item.mode.is_file() {
+            out.counts.deleted += 1;
+        }
+        listing::mark_dirty(gone.path, &mut out.dirty);
+        out.same = false;
+    };
+    for (path, item) in &scan.listing {
+        let meta = metas.next_if(|(p, _)| *p == path).map(|(_, m)| *m);
+        while let Some(gone) = old.next_if(|r| r.path < path) {
+            deleted(gone, &mut out);
+        }
+        let before = old.next_if(|r| r.path == path);
+        let changed = match &before {
+            None => {
+                if item.mode.is_file() {
+                    out.counts.added += 1;
+                }
+                true
+            }
+            Some(was) if was.item != *item => {
+                if item.mode.is_file() {
+                    out.counts.modified += 1;
+                }
+                true
+            }
+            Some(was) => was.meta != meta,
+        };
+        if changed {
+            listing::mark_dirty(path, &mut out.dirty);
+            out.same = false;
+        }
+    }
+    for gone in old {
+        deleted(gone, &mut out);
+    }
+    out
 }
 
 pub fn cache_path(shadow: &Shadow, tier: &str) -> std::path::PathBuf {
@@ -584,10 +686,11 @@ impl EntryReader<'_> {
     /// The recorded ciphertext blob of `rel`, if it decrypts to exactly the content of `file`.
     /// `None`: no comparable recorded version, or different. The caller rewinds `file`.
     fn same_as_recorded(&self, rel: &[u8], file: &mut File, size: u64) -> Result<Option<ObjectId>> {
-        let Some(recorded) = self.prev.listing().get(rel).filter(|i| i.mode.is_file()) else {
+        let Some((recorded, meta)) = self.prev.recorded(rel).filter(|(i, _)| i.mode.is_file())
+        else {
             return Ok(None);
         };
-        let comparable = match self.prev.mtimes().get(rel) {
+        let comparable = match meta {
             Some(m) => m.encrypted == Some(size),
             // No metadata at all (a copy of the shadow without refs/notes/mirror): the age
             // header tells, as in checkout.
@@ -756,7 +859,10 @@ fn snapshot_tier(
             });
         }
     }
-    let prev_files = prev.listing().values().filter(|i| i.mode.is_file()).count() as u64;
+    let prev_files = prev
+        .recorded_entries()
+        .filter(|r| r.item.mode.is_file())
+        .count() as u64;
     let has_files = scan.listing.values().any(|i| i.mode.is_file());
     if !has_files && prev_files > 0 {
         match empty {
@@ -768,7 +874,8 @@ fn snapshot_tier(
             EmptyPolicy::Allow => {}
         }
     }
-    let counts = listing::count_changes(prev.listing(), &scan.listing);
+    let delta = delta(&prev, &scan);
+    let counts = delta.counts;
     let mass_delete =
         (prev_files > 0 && counts.deleted * 2 > prev_files).then_some((counts.deleted, prev_files));
 
@@ -788,16 +895,14 @@ fn snapshot_tier(
         listing: Listing::new(),
         mtimes: Mtimes::new(),
     };
-    let same_as_tip =
-        prev.tip.is_some() && scan.listing == *prev.listing() && scan.mtimes == *prev.mtimes();
     // The stat cache is encoded on another core while the commit is written (it is saved
     // last, once the ref moved; only its commit id is filled in then).
     let (encoded, recorded) = std::thread::scope(|scope| {
         let encoding = scope.spawn(|| encode_cache(&scan));
-        let recorded = if same_as_tip {
+        let recorded = if delta.same {
             Ok(None)
         } else {
-            record(shadow, tier, &prev, &scan, context, &report).map(Some)
+            record(shadow, tier, &prev, &scan, &delta.dirty, context, &report).map(Some)
         };
         (encoding.join(), recorded)
     });
@@ -824,26 +929,37 @@ fn record(
     tier: &Tier,
     prev: &Previous,
     scan: &Scan,
+    dirty: &listing::Dirty,
     context: &CommitContext,
     report: &TierReport,
 ) -> Result<ObjectId> {
-    // Directories without a change keep the tip's trees: only the paths that changed are
-    // rebuilt.
-    let base = match prev.tip {
-        Some(tip) => Some(listing::Base {
-            tree: shadow.repo.find_commit(tip)?.tree_id()?.detach(),
-            listing: prev.listing(),
-        }),
-        None => None,
+    // Directories without a change keep the tip's trees, and their metadata: only the paths
+    // that changed are rebuilt, whatever the size of the tier.
+    let (base, meta_base) = match prev.tip {
+        Some(tip) => (
+            Some(listing::Base {
+                tree: shadow.repo.find_commit(tip)?.tree_id()?.detach(),
+                dirty,
+            }),
+            meta::note_tree(shadow, tip)?.map(|tree| listing::Base { tree, dirty }),
+        ),
+        None => (None, None),
     };
+    shadow.mark_format()?;
     let tree = listing::write_tree_on(shadow, &scan.listing, base)?.id;
-    let meta_blob = shadow.write_blob(&meta::encode(&scan.mtimes))?;
+    let meta_tree = meta::write_tree(shadow, &scan.mtimes, meta_base)?;
     let message = commit_message(tier, context, report);
     let id = shadow.write_commit(tree, prev.tip, message, &context.signature)?;
     shadow.sync()?;
     // The note goes first: a crash before the ref moves leaves only a note on a dangling
     // commit, never a recorded commit without its metadata.
-    meta::write_note(shadow, id, meta_blob, &context.signature)?;
+    meta::write_note(
+        shadow,
+        id,
+        meta_tree,
+        gix::objs::tree::EntryKind::Tree,
+        &context.signature,
+    )?;
     shadow.update_ref(
         &crate::store::tier_ref(&tier.name),
         id,

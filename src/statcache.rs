@@ -68,6 +68,15 @@ pub struct CacheEntry {
     pub encrypted: Option<u64>,
 }
 
+impl CacheEntry {
+    /// The metadata recorded for this file or link.
+    pub fn file_meta(&self) -> crate::meta::FileMeta {
+        let mut meta = crate::meta::FileMeta::from_stat(&self.stat);
+        meta.encrypted = self.encrypted;
+        meta
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Cache {
     /// The tier commit whose listing this is.
@@ -109,11 +118,7 @@ impl Cache {
         self.entries
             .iter()
             .filter(|(_, e)| e.item.mode.is_file())
-            .map(|(p, e)| {
-                let mut meta = crate::meta::FileMeta::from_stat(&e.stat);
-                meta.encrypted = e.encrypted;
-                (p.clone(), meta)
-            })
+            .map(|(p, e)| (p.clone(), e.file_meta()))
             .collect()
     }
 
@@ -254,6 +259,11 @@ fn decode(data: &[u8]) -> Result<Cache> {
                 encrypted,
             },
         );
+    }
+    // Saved in path order, and read as such (the snapshot compares it with a scan in one
+    // pass): a file that is not, whoever wrote it, is put in order rather than trusted.
+    if !entries.keys().is_sorted() {
+        entries.sort_unstable_keys();
     }
     Ok(Cache {
         commit,

@@ -18,8 +18,9 @@ use gix::ObjectId;
 
 use crate::error::Error;
 
-/// Version of the on-disk layout described in docs/format.md.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk layout described in docs/format.md. 2: metadata notes are trees
+/// split by directory (version 1 wrote one flat blob, still read).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// fsck message ids about file *content and names* that are legitimate in a backup.
 const FSCK_CONTENT_CHECKS: &[&str] = &[
@@ -128,6 +129,45 @@ impl Shadow {
         let shadow = Shadow::open(path)?;
         point_head_at_tier(&shadow.repo, first_tier)?;
         Ok(shadow)
+    }
+
+    /// Record in the config that this repository holds format [`FORMAT_VERSION`] data, before
+    /// the first such object is referenced: an older mirror then refuses it (and says to
+    /// upgrade) instead of misreading it. A repository made by an older mirror is upgraded
+    /// here, by its first new snapshot.
+    pub fn mark_format(&self) -> Result<()> {
+        let config_path = self.path.join("config");
+        let recorded = |config: &gix::config::File| {
+            config
+                .integer("mirror.formatVersion")
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        // The snapshot taken when the repository was opened; the file is only read (and
+        // written) when that is older, once per repository.
+        let at_open = self.repo.config_snapshot().integer("mirror.formatVersion");
+        if at_open.unwrap_or(0) >= i64::from(FORMAT_VERSION) {
+            return Ok(());
+        }
+        let mut config = gix::config::File::from_path_no_includes(
+            config_path.clone(),
+            gix::config::Source::Local,
+        )
+        .with_context(|| format!("could not read {}", config_path.display()))?;
+        if recorded(&config) >= i64::from(FORMAT_VERSION) {
+            return Ok(());
+        }
+        config.set_raw_value_by(
+            "mirror",
+            None,
+            "formatVersion",
+            FORMAT_VERSION.to_string().as_str(),
+        )?;
+        let mut out = Vec::new();
+        config.write_to(&mut out)?;
+        write_atomically(&config_path, &out)
+            .with_context(|| format!("could not upgrade {}", config_path.display()))
     }
 
     pub fn open(path: &Path) -> Result<Shadow> {

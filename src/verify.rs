@@ -505,7 +505,9 @@ fn affected_by(
 }
 
 /// A damaged metadata note takes its snapshot's times, permissions and encryption records
-/// with it: name that snapshot (the note tree is flat, one entry per tier commit).
+/// with it: name that snapshot (the note tree is flat, one entry per tier commit; the entry is
+/// a blob in format version 1, a tree of per-directory records blobs since version 2, whose
+/// unchanged parts later snapshots share).
 fn notes_affected(
     shadow: &Shadow,
     bad: &HashMap<ObjectId, (ProblemKind, Kind, String)>,
@@ -523,22 +525,35 @@ fn notes_affected(
     let Ok(decoded) = tree.decode() else {
         return out;
     };
+    let mut memo = HashMap::new();
     for entry in &decoded.entries {
-        let blob = entry.oid.to_owned();
-        if !bad.contains_key(&blob) {
-            continue;
-        }
         let Ok(commit) = ObjectId::from_hex(entry.filename) else {
             continue;
         };
+        let note = entry.oid.to_owned();
+        let found: Vec<ObjectId> = if bad.contains_key(&note) {
+            vec![note]
+        } else if entry.mode.is_tree() {
+            bad_under(shadow, note, bad, &mut memo)
+                .iter()
+                .map(|(_, id)| *id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if found.is_empty() {
+            continue;
+        }
         let tier = history::decode(shadow, commit)
             .map(|s| s.tier)
             .unwrap_or_else(|_| "?".into());
-        out.entry(blob).or_default().push(Affected {
-            tier,
-            snapshot: commit,
-            path: Some("(metadata note: times, permissions, encryption records)".into()),
-        });
+        for id in found {
+            out.entry(id).or_default().push(Affected {
+                tier: tier.clone(),
+                snapshot: commit,
+                path: Some("(metadata note: times, permissions, encryption records)".into()),
+            });
+        }
     }
     out
 }

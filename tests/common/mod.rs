@@ -373,6 +373,104 @@ pub fn commit_count(env: &Env, tier: &str) -> usize {
     }
 }
 
+/// The metadata note of `rev` (a tier commit), read with plain git as docs/format.md says:
+/// `(kind, values, full path)` per record in the order found, or `None` without a note. The
+/// note is a tree of per-directory `files` blobs; subdirectories are named `+<name>`.
+pub fn note_records(env: &Env, rev: &str) -> Option<Vec<(String, String, Vec<u8>)>> {
+    let out = env.shadow_git(&["rev-parse", "--verify", rev]);
+    assert_exit(&out, 0, "rev-parse");
+    let commit = stdout(&out).trim().to_owned();
+    let note = format!("refs/notes/mirror:{commit}");
+    let kind = env.shadow_git(&["cat-file", "-t", &note]);
+    if !kind.status.success() {
+        return None;
+    }
+    assert_eq!(stdout(&kind).trim(), "tree", "the note of {rev} is a tree");
+    let out = env.shadow_git(&["ls-tree", "-r", "-z", &note]);
+    assert_exit(&out, 0, "ls-tree of the note");
+    let mut records = Vec::new();
+    for line in out.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        // `<mode> blob <id>\t<name>`
+        let tab = line.iter().position(|b| *b == b'\t').expect("a tab");
+        let id = String::from_utf8(line[tab - 40..tab].to_vec()).unwrap();
+        let name = &line[tab + 1..];
+        let dir = name
+            .strip_suffix(b"files")
+            .unwrap_or_else(|| panic!("unexpected note entry {:?}", String::from_utf8_lossy(name)));
+        let dir: Vec<u8> = dir
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty())
+            .flat_map(|c| {
+                let mut c = c
+                    .strip_prefix(b"+")
+                    .expect("subdirectories start with +")
+                    .to_vec();
+                c.push(b'/');
+                c
+            })
+            .collect();
+        let blob = env.shadow_git(&["cat-file", "blob", &id]);
+        assert_exit(&blob, 0, "cat-file of a records blob");
+        let mut recs = blob.stdout.split(|b| *b == 0);
+        assert_eq!(recs.next(), Some(&b"mirror-meta 2"[..]), "records header");
+        for rec in recs.filter(|r| !r.is_empty()) {
+            let kind = String::from_utf8(rec[..1].to_vec()).unwrap();
+            let fields = if kind == "m" { 3 } else { 2 };
+            let mut parts = rec.splitn(fields + 1, |b| *b == b' ').skip(1);
+            let values: Vec<String> = (1..fields)
+                .map(|_| String::from_utf8(parts.next().unwrap().to_vec()).unwrap())
+                .collect();
+            let mut path = dir.clone();
+            path.extend_from_slice(parts.next().expect("a name"));
+            records.push((kind, values.join(" "), path));
+        }
+    }
+    Some(records)
+}
+
+/// Give commit `to` the metadata note of commit `from` (a crafted snapshot made with plain
+/// git gets its metadata this way): one more entry in the notes tree, one more notes commit.
+pub fn copy_note(env: &Env, from: &str, to: &str) {
+    let git = |args: &[&str], input: &[u8]| -> String {
+        let mut cmd = Command::new("git");
+        env.isolate(&mut cmd);
+        let mut child = cmd
+            .arg("--git-dir")
+            .arg(&env.shadow)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_exit(&out, 0, &format!("git {args:?}"));
+        stdout(&out).trim().to_owned()
+    };
+    let from = git(&["rev-parse", "--verify", from], b"");
+    let to = git(&["rev-parse", "--verify", to], b"");
+    let mut entries = git(&["ls-tree", "refs/notes/mirror"], b"");
+    let note = git(&["rev-parse", &format!("refs/notes/mirror:{from}")], b"");
+    let kind = git(&["cat-file", "-t", &note], b"");
+    let mode = if kind == "tree" { "040000" } else { "100644" };
+    entries.push_str(&format!("\n{mode} {kind} {note}\t{to}\n"));
+    let tree = git(&["mktree"], entries.as_bytes());
+    let commit = git(
+        &[
+            "commit-tree",
+            &tree,
+            "-p",
+            "refs/notes/mirror",
+            "-m",
+            "copied note",
+        ],
+        b"",
+    );
+    git(&["update-ref", "refs/notes/mirror", &commit], b"");
+}
+
 pub fn set_mtime(path: &Path, secs: i64, nsec: i64) {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     let t = libc::timespec {

@@ -232,10 +232,16 @@ fn permissions_are_recorded_and_restored_exactly_and_a_chmod_is_a_change() {
     set("t/plain.txt", 0o644);
     env.init(&["t=t"]);
     env.ok(&["snapshot"]);
-    let note = stdout(&env.shadow_git(&["notes", "--ref=mirror", "show", "tiers/t"]));
-    assert!(note.contains("p 600 secret.env"), "{note:?}");
-    assert!(
-        !note.contains("plain.txt\0p"),
+    let note = note_records(&env, "tiers/t").expect("a metadata note");
+    let perm = |name: &[u8]| {
+        note.iter()
+            .find(|(k, _, p)| k == "p" && p == name)
+            .map(|(_, v, _)| v.clone())
+    };
+    assert_eq!(perm(b"secret.env").as_deref(), Some("600"), "{note:?}");
+    assert_eq!(
+        perm(b"plain.txt"),
+        None,
         "default permissions are not recorded: {note:?}"
     );
 

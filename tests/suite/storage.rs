@@ -239,10 +239,25 @@ fn a_deep_change_writes_only_the_trees_above_it_loose() {
     let new: Vec<String> = all_objects(&env).difference(&before).cloned().collect();
     let trees = new.iter().filter(|l| l.ends_with(" tree")).count();
     let blobs = new.iter().filter(|l| l.ends_with(" blob")).count();
-    // The tier's trees: root, a2, a2/b1 (the notes tree is one more).
-    assert_eq!(trees, 3 + 1, "new trees: {new:?}");
-    // The file and the metadata note.
+    // The tier's trees: root, a2, a2/b1; the same three in the metadata tree; the notes tree.
+    assert_eq!(trees, 3 + 3 + 1, "new trees: {new:?}");
+    // The file and the records of its directory in the metadata tree.
     assert_eq!(blobs, 2, "new blobs: {new:?}");
+    // The metadata was rewritten only along the change's path, like the tier's trees.
+    let note = |rev: &str| {
+        let out = env.shadow_git(&["rev-parse", rev]);
+        format!("refs/notes/mirror:{}", stdout(&out).trim())
+    };
+    let out = env.shadow_git(&[
+        "diff-tree",
+        "-r",
+        "-t",
+        "--name-only",
+        &note("refs/heads/tiers/t~1"),
+        &note("refs/heads/tiers/t"),
+    ]);
+    assert_exit(&out, 0, "git diff-tree of the metadata trees");
+    assert_eq!(stdout(&out), "+a2\n+a2/+b1\n+a2/+b1/files\n");
     // And git agrees on exactly which trees changed.
     let out = env.shadow_git(&[
         "diff-tree",

@@ -281,14 +281,12 @@ fn mirror_with_env(env: &Env, vars: &[(&str, &Path)], args: &[&str]) -> Output {
     cmd.args(args).output().expect("run mirror")
 }
 
-/// The NUL-terminated records of the metadata note of `commit`.
-fn note_records(env: &Env, commit: &str) -> Vec<String> {
-    let out = env.shadow_git(&["notes", "--ref=mirror", "show", commit]);
-    assert_exit(&out, 0, "git notes --ref=mirror show");
-    out.stdout
-        .split(|b| *b == 0)
-        .filter(|r| !r.is_empty())
-        .map(|r| String::from_utf8_lossy(r).into_owned())
+/// The records of the metadata note of `commit`, each as `<kind> <values> <full path>`.
+fn note_lines(env: &Env, commit: &str) -> Vec<String> {
+    note_records(env, commit)
+        .expect("a metadata note")
+        .into_iter()
+        .map(|(kind, values, path)| format!("{kind} {values} {}", String::from_utf8_lossy(&path)))
         .collect()
 }
 
@@ -351,7 +349,7 @@ fn default_patterns_mark_components_and_everything_below_a_matched_directory() {
 
     // Treasure blobs are age ciphertext (decryptable with the identity); the others are
     // plaintext; the note names each encrypted file with its plaintext size.
-    let records = note_records(&env, &head);
+    let records = note_lines(&env, &head);
     for (path, content, treasure) in DEFAULT_CASES {
         let data = stored(&env, &head, path);
         if *treasure {
@@ -853,7 +851,7 @@ fn mtime_only_change_of_a_treasure_records_a_commit_but_no_new_ciphertext() {
         "an mtime change re-encrypted a treasure"
     );
     assert_eq!(blobs_of(&env, &second), blobs_of(&env, &first));
-    let records = note_records(&env, &second);
+    let records = note_lines(&env, &second);
     assert!(
         records.contains(&"m 1600000000 0 .hidden/a.txt".to_owned()),
         "new mtime not in the note: {records:?}"
@@ -1217,22 +1215,7 @@ fn corrupt_ciphertext_never_leaves_a_half_written_file_under_its_real_name() {
             &message,
         ],
     );
-    let note = shadow_git_ok(&env, &["notes", "--ref=mirror", "list", &good]);
-    shadow_git_ok(
-        &env,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "notes",
-            "--ref=mirror",
-            "add",
-            "-C",
-            &note,
-            &bad,
-        ],
-    );
+    copy_note(&env, &good, &bad);
 
     // On disk: another version of the treasure, and a changed plain file.
     write(&big, "the current version\n");
@@ -1327,9 +1310,9 @@ fn unreadable_treasure_keeps_its_recorded_size_across_snapshots() {
         assert_exit(&out, 3, "snapshot with an unreadable treasure");
         let tip = must_tip(&env, "tier-0");
         assert!(
-            note_records(&env, &tip).contains(&"e 10 .hidden/secret".to_owned()),
+            note_lines(&env, &tip).contains(&"e 10 .hidden/secret".to_owned()),
             "the carried-forward treasure keeps its plaintext size: {:?}",
-            note_records(&env, &tip)
+            note_lines(&env, &tip)
         );
         assert_eq!(blob_id(&env, &tip, ".hidden/secret"), first_blob);
     }

@@ -1142,13 +1142,13 @@ fn a_missing_tip_commit_is_reported_not_fatal() {
 #[test]
 fn a_damaged_note_names_its_snapshot() {
     let fx = fixture();
-    let out = fx
-        .env
-        .shadow_git(&["notes", "--ref=mirror", "list", &fx.s2]);
-    assert_exit(&out, 0, "git notes list");
+    // The records blob of the tier root in the snapshot's metadata tree.
+    let spec = format!("refs/notes/mirror:{}/files", fx.s2);
+    let out = fx.env.shadow_git(&["rev-parse", "--verify", &spec]);
+    assert_exit(&out, 0, "git rev-parse of the note's records");
     let note = stdout(&out).trim().to_owned();
     let loose = fx.env.shadow.join("objects").join(loose_rel(&note));
-    assert!(loose.exists(), "the note blob is a loose object");
+    assert!(loose.exists(), "the records blob is a loose object");
     flip_content(&loose);
     let out = fx.env.mirror(&["verify", "--json"]);
     assert_exit(&out, 1, "verify with a damaged note");
