@@ -8,7 +8,8 @@
 # Files are empty (an inode each, no data block), 100 per directory, two levels deep, so a
 # million of them fit on a small disk; the costs measured here are per path, not per byte.
 # The watch logs each snapshot's duration itself (`... (N ms)`), which is what is reported
-# for it (median of 5 single-file changes at different depths of the tree).
+# for it (median of 5 single-file changes at different depths of the tree, and the first of
+# them, which loads the stat cache the watch then keeps in memory).
 set -euo pipefail
 export LC_ALL=C
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -61,8 +62,11 @@ for d, _, fs in os.walk(sys.argv[1]):
         wait_lines $((k + 1))
     done
     kill "$server"; wait "$server" 2>/dev/null || true; server=""
-    watchms=$(grep ' watch: ' "$work/watch.out" | tail -5 | sed -E 's/.*\(([0-9]+) ms\)$/\1/' | median)
+    times=$(grep ' watch: ' "$work/watch.out" | tail -5 | sed -E 's/.*\(([0-9]+) ms\)$/\1/')
+    # The first snapshot after the start loads the stat cache from disk; the rest find it
+    # held in memory. Both are shown: median of the five, and the first.
+    watchms="$(median <<<"$times") ms (first: $(head -1 <<<"$times") ms)"
     read -r first_s first_kib <<<"$first"
-    printf '| %d | %ss | %ss | %d MiB | %ss | %ss | %s ms |\n' "$n" "$gen" "$first_s" $((first_kib / 1024)) "$nochange" "$floor" "$watchms"
+    printf '| %d | %ss | %ss | %d MiB | %ss | %ss | %s |\n' "$n" "$gen" "$first_s" $((first_kib / 1024)) "$nochange" "$floor" "$watchms"
     cd /; rm -rf "$work"; trap - EXIT
 done

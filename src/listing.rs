@@ -115,56 +115,71 @@ pub struct Written {
 /// change below it: a one-file change builds only the trees on that file's path, however
 /// large the tier (the old trees along that path are read to find their siblings' ids).
 pub fn write_tree_on(shadow: &Shadow, listing: &Listing, base: Option<Base>) -> Result<Written> {
-    let entries: Vec<(&[u8], &Item)> = listing.iter().map(|(p, i)| (p.as_slice(), i)).collect();
+    write_tree_from(shadow, listing, |item| Some(*item), base)
+}
+
+/// [`write_tree_on`] for any map sorted by path, `item_of` giving each value's tree entry
+/// (`None`: not part of the tree).
+pub fn write_tree_from<V>(
+    shadow: &Shadow,
+    entries: &BTreeMap<BString, V>,
+    item_of: impl Fn(&V) -> Option<Item>,
+    base: Option<Base>,
+) -> Result<Written> {
     // An empty directory points at the empty tree, which must then exist as an object for
     // `git fsck` connectivity; written only when used, so it is never a dangling object.
     let empty = ObjectId::empty_tree(gix::hash::Kind::Sha1);
-    if listing.values().any(|i| i.mode == Mode::EmptyDir) {
-        shadow
-            .write_object(&gix::objs::Tree::empty())
-            .context("could not write the empty tree")?;
-    }
-    let leaves = |leaves: &[(&[u8], &Item)]| -> Result<Vec<Entry>> {
-        Ok(leaves
-            .iter()
-            .map(|(name, item)| Entry {
+    let mut empty_written = false;
+    let leaves = |leaves: &[(&[u8], &V)]| -> Result<Vec<Entry>> {
+        let mut out = Vec::with_capacity(leaves.len());
+        for (name, value) in leaves {
+            let Some(item) = item_of(value) else {
+                continue;
+            };
+            let oid = if item.mode == Mode::EmptyDir {
+                if !std::mem::replace(&mut empty_written, true) {
+                    shadow
+                        .write_object(&gix::objs::Tree::empty())
+                        .context("could not write the empty tree")?;
+                }
+                empty
+            } else {
+                item.oid
+            };
+            out.push(Entry {
                 mode: item.mode.entry_kind().into(),
                 filename: (*name).into(),
-                oid: if item.mode == Mode::EmptyDir {
-                    empty
-                } else {
-                    item.oid
-                },
-            })
-            .collect())
+                oid,
+            });
+        }
+        Ok(out)
     };
     let mut writer = DirWriter::new(shadow, base.as_ref().map(|b| b.dirty), b"", leaves);
-    let id = writer.write_dir(&entries, b"", base.map(|b| b.tree))?;
+    let id = writer.write(entries, base.map(|b| b.tree))?;
     Ok(Written {
         id,
         built: writer.built,
     })
 }
 
-/// Writes a directory hierarchy of git trees from entries sorted by path. Directories with a
-/// change (or without a base) are built; the others keep their tree from the base. What a
-/// directory's own (non-directory) entries become is the caller's: one tree entry each for a
-/// tier's files, one records blob for the metadata tree ([`crate::meta`]).
-pub(crate) struct DirWriter<'a, T, F> {
+/// Writes a directory hierarchy of git trees from a map sorted by path. Directories with a
+/// change (or without a base) are built; the others keep their tree from the base. Only the
+/// built directories' own entries are visited (whole subdirectories are skipped by seeking
+/// past them), so the work follows the change, not the size of the map. What a directory's
+/// own (non-directory) entries become is the caller's: one tree entry each for a tier's
+/// files, one records blob for the metadata tree ([`crate::meta`]).
+pub(crate) struct DirWriter<'a, F> {
     shadow: &'a Shadow,
     /// With a base: the directories that must be rebuilt.
     dirty: Option<&'a Dirty<'a>>,
-    /// Prepended to each subdirectory's name in its parent's tree.
+    /// Prepended to each subdirectory's name in its parent's tree. With a prefix (the
+    /// metadata tree), a subdirectory whose tree comes out empty is left out.
     subdir_prefix: &'static [u8],
     leaves: F,
     pub built: usize,
-    _items: std::marker::PhantomData<T>,
 }
 
-impl<'a, T, F> DirWriter<'a, T, F>
-where
-    F: FnMut(&[(&[u8], &T)]) -> Result<Vec<Entry>>,
-{
+impl<'a, F> DirWriter<'a, F> {
     pub fn new(
         shadow: &'a Shadow,
         dirty: Option<&'a Dirty<'a>>,
@@ -177,65 +192,87 @@ where
             subdir_prefix,
             leaves,
             built: 0,
-            _items: std::marker::PhantomData,
         }
     }
 
-    /// Write the directory `dir` (tier-relative, `""` for the root) whose entries, relative to
-    /// it and sorted, are `entries`; `old` is its tree in the base, if it had one.
-    pub fn write_dir(
+    /// Write the whole hierarchy of `entries`; `old` is the base's root tree, if any.
+    pub fn write<V>(
         &mut self,
-        entries: &[(&[u8], &T)],
+        entries: &BTreeMap<BString, V>,
+        old: Option<ObjectId>,
+    ) -> Result<ObjectId>
+    where
+        F: FnMut(&[(&[u8], &V)]) -> Result<Vec<Entry>>,
+    {
+        self.write_dir(entries, b"", old)
+    }
+
+    /// Write the directory `dir` (tier-relative, `""` for the root); `old` is its tree in the
+    /// base, if it had one.
+    fn write_dir<V>(
+        &mut self,
+        entries: &BTreeMap<BString, V>,
         dir: &[u8],
         old: Option<ObjectId>,
-    ) -> Result<ObjectId> {
+    ) -> Result<ObjectId>
+    where
+        F: FnMut(&[(&[u8], &V)]) -> Result<Vec<Entry>>,
+    {
         // The old tree's subdirectories, to take unchanged ones from.
         let old_subtrees: HashMap<BString, ObjectId> = match old {
             Some(id) if self.dirty.is_some() => self.subtrees(id)?,
             _ => Default::default(),
         };
+        let mut prefix = dir.to_vec();
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
         let mut tree = gix::objs::Tree::empty();
         let mut leaves = Vec::new();
-        let mut i = 0;
-        while i < entries.len() {
-            let (path, item) = entries[i];
-            match path.find_byte(b'/') {
+        let mut key = prefix.clone();
+        loop {
+            let next = entries
+                .range::<[u8], _>((
+                    std::ops::Bound::Included(key.as_slice()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next();
+            let Some((path, value)) = next.filter(|(p, _)| p.starts_with(&prefix)) else {
+                break;
+            };
+            let rest = &path[prefix.len()..];
+            match rest.find_byte(b'/') {
                 None => {
-                    leaves.push((path, item));
-                    i += 1;
+                    leaves.push((rest, value));
+                    // The next key after this path.
+                    key.clear();
+                    key.extend_from_slice(path);
+                    key.push(0);
                 }
                 Some(slash) => {
-                    // All paths below this directory are contiguous in byte order, because
-                    // they share the prefix "name/".
-                    let name = &path[..slash];
-                    let below =
-                        |p: &[u8]| p.len() > slash && &p[..slash] == name && p[slash] == b'/';
-                    let j = i + entries[i..].partition_point(|(p, _)| below(p));
-                    let mut full = dir.to_vec();
-                    if !full.is_empty() {
-                        full.push(b'/');
-                    }
-                    full.extend_from_slice(name);
+                    let name = &rest[..slash];
+                    let full = &path[..prefix.len() + slash];
                     let mut stored = BString::from(self.subdir_prefix);
                     stored.extend_from_slice(name);
                     let old_child = old_subtrees.get(&stored).copied();
-                    let unchanged = self.dirty.is_some_and(|d| !d.contains(full.as_slice()));
+                    let unchanged = self.dirty.is_some_and(|d| !d.contains(full));
                     let oid = match old_child {
                         Some(id) if unchanged => id,
-                        _ => {
-                            let children: Vec<(&[u8], &T)> = entries[i..j]
-                                .iter()
-                                .map(|(p, it)| (&p[slash + 1..], *it))
-                                .collect();
-                            self.write_dir(&children, &full, old_child)?
-                        }
+                        _ => self.write_dir(entries, full, old_child)?,
                     };
-                    tree.entries.push(Entry {
-                        mode: EntryKind::Tree.into(),
-                        filename: stored,
-                        oid,
-                    });
-                    i = j;
+                    let skip = !self.subdir_prefix.is_empty()
+                        && oid == ObjectId::empty_tree(gix::hash::Kind::Sha1);
+                    if !skip {
+                        tree.entries.push(Entry {
+                            mode: EntryKind::Tree.into(),
+                            filename: stored,
+                            oid,
+                        });
+                    }
+                    // Past everything below "name/": the next key after it is "name0".
+                    key.clear();
+                    key.extend_from_slice(full);
+                    key.push(b'/' + 1);
                 }
             }
         }

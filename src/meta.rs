@@ -278,12 +278,26 @@ fn join(dir: &[u8], name: &[u8]) -> BString {
 /// (the previous snapshot's metadata tree and the directories changed since), only the
 /// changed directories' records and the trees above them are written.
 pub fn write_tree(shadow: &Shadow, mtimes: &Mtimes, base: Option<Base>) -> Result<ObjectId> {
-    let entries: Vec<(&[u8], &FileMeta)> = mtimes.iter().map(|(p, m)| (p.as_slice(), m)).collect();
-    let leaves = |files: &[(&[u8], &FileMeta)]| -> Result<Vec<Entry>> {
-        if files.is_empty() {
+    write_tree_from(shadow, mtimes, |m| Some(*m), base)
+}
+
+/// [`write_tree`] for any map sorted by path, `meta_of` giving each value's metadata
+/// (`None`: not a file or link).
+pub fn write_tree_from<V>(
+    shadow: &Shadow,
+    entries: &std::collections::BTreeMap<BString, V>,
+    meta_of: impl Fn(&V) -> Option<FileMeta>,
+    base: Option<Base>,
+) -> Result<ObjectId> {
+    let leaves = |files: &[(&[u8], &V)]| -> Result<Vec<Entry>> {
+        let metas: Vec<(&[u8], FileMeta)> = files
+            .iter()
+            .filter_map(|(name, v)| meta_of(v).map(|m| (*name, m)))
+            .collect();
+        if metas.is_empty() {
             return Ok(Vec::new());
         }
-        let records = encode_records(DIR_HEADER, files.iter().copied());
+        let records = encode_records(DIR_HEADER, metas.iter().map(|(n, m)| (*n, m)));
         Ok(vec![Entry {
             mode: EntryKind::Blob.into(),
             filename: FILES.into(),
@@ -296,7 +310,7 @@ pub fn write_tree(shadow: &Shadow, mtimes: &Mtimes, base: Option<Base>) -> Resul
         SUBDIR_PREFIX,
         leaves,
     );
-    writer.write_dir(&entries, b"", base.map(|b| b.tree))
+    writer.write(entries, base.map(|b| b.tree))
 }
 
 /// Attach `meta` (a version 2 metadata tree, or a version 1 blob) as the note of `commit`:

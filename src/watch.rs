@@ -1,6 +1,6 @@
 //! Watching the tiers for changes (`mirror watch`): filesystem events (inotify through the
 //! `notify` crate) are turned into the paths to re-examine, collected until the tree has been
-//! quiet for a while, and handed to a focused snapshot (`snapshot::scan_focused`).
+//! quiet for a while, and handed to a focused snapshot (`snapshot::focused`).
 //!
 //! Events are hints, never the truth: a snapshot still compares with the stat cache, a lost
 //! event is caught by the periodic full snapshot, and an overflowed event queue or a deleted and

@@ -62,6 +62,8 @@ struct Loop<'a> {
     retry_at: Option<Instant>,
     /// The unreadable paths of the last snapshot (a partial alert only when they change).
     last_unreadable: std::collections::BTreeSet<String>,
+    /// The tiers' stat caches, kept between snapshots (see `snapshot::Held`).
+    held: mirror::snapshot::Held,
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
@@ -117,6 +119,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<Exit> {
         streak: 0,
         retry_at: None,
         last_unreadable: Default::default(),
+        held: Default::default(),
     };
     // Whatever changed while nobody watched.
     state.snapshot(&tiers, Default::default(), "watch", false);
@@ -494,10 +497,11 @@ impl Loop<'_> {
             trailers: Vec::new(),
             focus,
         };
-        let results = mirror::snapshot::snapshot(
+        let results = mirror::snapshot::snapshot_held(
             &self.project,
             &self.shadow,
             &options,
+            &mut self.held,
             &mirror::progress::Silent,
         );
         let (exit, out, error) = match results {

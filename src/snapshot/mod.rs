@@ -25,6 +25,8 @@ use crate::statcache::{self, Cache, CacheEntry, Stat};
 use crate::store::{hash_file, BlobWrite, Shadow};
 use crate::walk::{self, Kind, Notice};
 
+mod focused;
+
 /// What to do when a tier directory is missing or has become empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmptyPolicy {
@@ -286,46 +288,115 @@ pub fn scan(
     store: Store,
     progress: &dyn Progress,
 ) -> Result<Option<Scan>> {
-    scan_focused(project, shadow, tier, prev, store, None, progress)
-}
-
-/// [`scan`] that re-examines only the `focus` paths (relative to the tier root) when the stat
-/// cache describes the tip: everything else is taken from the cache as it was recorded. Used
-/// by `mirror watch`, whose filesystem events name the paths that changed; without a cache of
-/// the tip it falls back to a full scan.
-pub fn scan_focused(
-    project: &Project,
-    shadow: &Shadow,
-    tier: &Tier,
-    prev: &Previous,
-    store: Store,
-    focus: Option<&[BString]>,
-    progress: &dyn Progress,
-) -> Result<Option<Scan>> {
     let scan_start_ns = now_ns();
     let Some(root) = project.tier_dir_under(&project.root, tier, false)? else {
         return Ok(None);
     };
     let filters = project.filters(tier)?;
-    let focused = focus.zip(prev.cache_of_tip()).map(|(paths, cache)| {
-        // Entries the last snapshot could not read carry made-up stat data (their recorded
-        // version was kept): never trusted from the cache, always looked at again.
-        let mut paths = paths.to_vec();
-        paths.extend(
-            cache
-                .entries
-                .iter()
-                .filter(|(_, e)| e.stat.ino == 0 && e.item.mode != Mode::EmptyDir)
-                .map(|(p, _)| p.clone()),
-        );
-        (paths, cache)
-    });
-    let walked = match &focused {
-        Some((paths, cache)) => walk::walk_focused(&root, &filters, Some(paths))
-            .map(|fresh| merge_unfocused(fresh, cache, paths, &root)),
-        None => walk::walk(&root, &filters),
+    let mut walked = walk::walk(&root, &filters)
+        .with_context(|| format!("tier '{}': could not walk {}", tier.name, root.display()))?;
+    let dirs = std::mem::take(&mut walked.dirs);
+    let (mut out, mut unreadable) = read_walked(
+        project,
+        shadow,
+        tier,
+        prev,
+        store,
+        walked,
+        scan_start_ns,
+        progress,
+    )?;
+
+    // Unreadable paths keep their previously recorded version: a permission problem must not
+    // look like a deletion in the history.
+    for (path, _) in &unreadable {
+        for (p, item) in prev.listing().range(path.clone()..) {
+            // Everything below `path` starts with its bytes, so that range is contiguous.
+            if !p.starts_with(path) {
+                break;
+            }
+            if listing::in_scope(p, path) {
+                out.listing.insert(p.clone(), *item);
+                if let Some(m) = prev.mtimes().get(p) {
+                    out.mtimes.insert(p.clone(), *m);
+                }
+            }
+        }
     }
-    .with_context(|| format!("tier '{}': could not walk {}", tier.name, root.display()))?;
+
+    // Empty directories: entered, but with nothing recorded below them.
+    let mut occupied: HashSet<&[u8]> = HashSet::new();
+    let mut busy: HashSet<&[u8]> = HashSet::new();
+    for path in out.listing.keys() {
+        mark_ancestors(path, &mut busy);
+    }
+    for (path, _) in &unreadable {
+        busy.insert(path.as_slice());
+        mark_ancestors(path, &mut busy);
+    }
+    let candidates: BTreeSet<&BString> = dirs
+        .iter()
+        .filter(|d| !busy.contains(d.as_slice()))
+        .collect();
+    for dir in &candidates {
+        let mut p = dir.as_slice();
+        while let Some(slash) = p.rfind_byte(b'/') {
+            p = &p[..slash];
+            occupied.insert(p);
+        }
+    }
+    let empty_tree = ObjectId::empty_tree(gix::hash::Kind::Sha1);
+    for dir in candidates {
+        if !occupied.contains(dir.as_slice()) {
+            out.listing.insert(
+                dir.clone(),
+                Item {
+                    mode: Mode::EmptyDir,
+                    oid: empty_tree,
+                },
+            );
+        }
+    }
+    out.unreadable = notices(std::mem::take(&mut unreadable));
+    Ok(Some(out))
+}
+
+/// Mark every directory above `path` in `set`: slices of the path itself, no allocation per
+/// path (a tier has many files per directory, and most find their parent already marked).
+fn mark_ancestors<'p>(path: &'p [u8], set: &mut HashSet<&'p [u8]>) {
+    let mut p = path;
+    while let Some(slash) = p.rfind_byte(b'/') {
+        p = &p[..slash];
+        if !set.insert(p) {
+            break;
+        }
+    }
+}
+
+fn notices(unreadable: Vec<(BString, String)>) -> Vec<Notice> {
+    unreadable
+        .into_iter()
+        .map(|(p, reason)| Notice {
+            path: p.to_string(),
+            reason,
+        })
+        .collect()
+}
+
+/// Read (or take from the stat cache) every file and link of `walked`, storing or hashing
+/// them: the scan's listing and metadata of those files, and the paths that could not be
+/// read (with why), which the caller settles. Directories are the caller's too.
+#[allow(clippy::too_many_arguments)]
+fn read_walked(
+    project: &Project,
+    shadow: &Shadow,
+    tier: &Tier,
+    prev: &Previous,
+    store: Store,
+    walked: walk::Walk,
+    scan_start_ns: i64,
+    progress: &dyn Progress,
+) -> Result<(Scan, Vec<(BString, String)>)> {
     let treasures = project.config.treasures()?;
     let encryptor = project.config.encryptor();
     // A file the stat cache vouches for, under the same patterns, keeps its verdict: the
@@ -345,11 +416,11 @@ pub fn scan_focused(
             None => treasure_walker.borrow_mut().is_treasure(&e.rel),
         }
     };
-    let cache_hit =
-        |e: &walk::WalkEntry| prev.cache.as_ref().and_then(|c| c.lookup(&e.rel, &e.stat));
+    let hits = cache_hits(&walked.files, prev.cache.as_ref());
     if store == Store::Write && encryptor.is_none() {
         // Never a silent plaintext fallback: refuse before anything is written.
-        if let Some(found) = walked.files.iter().find(|e| is_treasure(e, cache_hit(e))) {
+        let mut files = walked.files.iter().zip(&hits);
+        if let Some((found, _)) = files.find(|(e, hit)| is_treasure(e, **hit)) {
             bail!(
                 "treasures found but no encryption recipients; run `mirror init --encrypt` or set `treasures: []` in mirror.yaml (tier '{}': {} is a treasure)",
                 tier.name,
@@ -390,8 +461,8 @@ pub fn scan_focused(
     let verdicts: Vec<(Option<&CacheEntry>, bool)> = walked
         .files
         .iter()
-        .map(|entry| {
-            let hit = cache_hit(entry);
+        .zip(&hits)
+        .map(|(entry, &hit)| {
             let treasure = is_treasure(entry, hit);
             // A cached plaintext blob of a file that has since become a treasure (or the other
             // way round) does not count: it must be stored again, the right way.
@@ -457,120 +528,39 @@ pub fn scan_focused(
     out.listing = items.into_iter().collect();
     out.mtimes = times.into_iter().collect();
     progress.end();
-
-    // Unreadable paths keep their previously recorded version: a permission problem must not
-    // look like a deletion in the history.
-    for (path, _) in &unreadable {
-        for (p, item) in prev.listing().range(path.clone()..) {
-            // Everything below `path` starts with its bytes, so that range is contiguous.
-            if !p.starts_with(path) {
-                break;
-            }
-            if listing::in_scope(p, path) {
-                out.listing.insert(p.clone(), *item);
-                if let Some(m) = prev.mtimes().get(p) {
-                    out.mtimes.insert(p.clone(), *m);
-                }
-            }
-        }
-    }
-
-    // Empty directories: entered, but with nothing recorded below them.
-    let mut occupied: HashSet<&[u8]> = HashSet::new();
-    // Slices of the paths themselves: no allocation per path (a tier has many files per
-    // directory, and most of them find their parent already marked).
-    fn mark_ancestors<'p>(path: &'p [u8], set: &mut HashSet<&'p [u8]>) {
-        let mut p = path;
-        while let Some(slash) = p.rfind_byte(b'/') {
-            p = &p[..slash];
-            if !set.insert(p) {
-                break;
-            }
-        }
-    }
-    let mut busy: HashSet<&[u8]> = HashSet::new();
-    for path in out.listing.keys() {
-        mark_ancestors(path, &mut busy);
-    }
-    for (path, _) in &unreadable {
-        busy.insert(path.as_slice());
-        mark_ancestors(path, &mut busy);
-    }
-    let candidates: BTreeSet<&BString> = walked
-        .dirs
-        .iter()
-        .filter(|d| !busy.contains(d.as_slice()))
-        .collect();
-    for dir in &candidates {
-        let mut p = dir.as_slice();
-        while let Some(slash) = p.rfind_byte(b'/') {
-            p = &p[..slash];
-            occupied.insert(p);
-        }
-    }
-    let empty_tree = ObjectId::empty_tree(gix::hash::Kind::Sha1);
-    for dir in candidates {
-        if !occupied.contains(dir.as_slice()) {
-            out.listing.insert(
-                dir.clone(),
-                Item {
-                    mode: Mode::EmptyDir,
-                    oid: empty_tree,
-                },
-            );
-        }
-    }
-
-    out.unreadable = unreadable
-        .into_iter()
-        .map(|(p, reason)| Notice {
-            path: p.to_string(),
-            reason,
-        })
-        .collect();
-    Ok(Some(out))
+    Ok((out, unreadable))
 }
 
-/// A focused walk completed with everything outside the focus, as the stat cache recorded it
-/// at the tip (files and links with their stat data, empty directories), so the rest of the
-/// scan sees a whole tier. Cached entries still go through the cache's racy check.
-fn merge_unfocused(
-    mut fresh: walk::Walk,
-    cache: &Cache,
-    focus: &[BString],
-    root: &Path,
-) -> walk::Walk {
-    // A path is inside the focus if it or one of its parent directories is a focus path:
-    // a few set lookups per cached entry, whatever the number of focus paths.
-    let focused: HashSet<&[u8]> = focus.iter().map(|f| f.as_slice()).collect();
-    let outside = |rel: &[u8]| {
-        !focused.contains(rel)
-            && !rel
-                .iter()
-                .enumerate()
-                .any(|(i, &b)| b == b'/' && focused.contains(&rel[..i]))
+/// For each walked file (in path order), its stat cache entry if that proves it unchanged:
+/// one merge of two sorted sequences, no hashing (or, for a few files against a large cache,
+/// one lookup each).
+fn cache_hits<'a>(
+    files: &[walk::WalkEntry],
+    cache: Option<&'a Cache>,
+) -> Vec<Option<&'a CacheEntry>> {
+    let Some(cache) = cache else {
+        return vec![None; files.len()];
     };
-    for (rel, entry) in cache.entries.iter().filter(|(rel, _)| outside(rel)) {
-        let kind = match entry.item.mode {
-            Mode::EmptyDir => {
-                fresh.dirs.push(rel.clone());
-                continue;
-            }
-            Mode::Link => walk::Kind::Link,
-            Mode::Exec => walk::Kind::File { executable: true },
-            Mode::File => walk::Kind::File { executable: false },
-        };
-        fresh.files.push(walk::WalkEntry {
-            rel: rel.clone(),
-            abs: root.join(std::ffi::OsStr::from_bytes(rel)),
-            kind,
-            stat: entry.stat,
-        });
+    if files.len() < cache.entries.len() / 16 {
+        return files
+            .iter()
+            .map(|f| cache.lookup(&f.rel, &f.stat))
+            .collect();
     }
-    fresh.files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-    fresh.dirs.sort_unstable();
-    fresh.dirs.dedup();
-    fresh
+    let mut cached = cache.entries.iter().peekable();
+    files
+        .iter()
+        .map(|file| {
+            while cached
+                .next_if(|(p, _)| p.as_slice() < file.rel.as_slice())
+                .is_some()
+            {}
+            cached
+                .next_if(|(p, _)| *p == &file.rel)
+                .map(|(_, e)| e)
+                .filter(|e| e.vouches_for(&file.stat))
+        })
+        .collect()
 }
 
 /// Reads files that the stat cache could not vouch for, and stores (or hashes) them.
@@ -734,6 +724,26 @@ pub fn snapshot(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<Vec<(String, Result<TierReport>)>> {
+    snapshot_held(project, shadow, options, &mut Held::default(), progress)
+}
+
+/// Stat caches a long-running process (`mirror watch`) keeps between its snapshots: the
+/// snapshot after an event then neither loads nor saves a whole cache. Each is used only
+/// while it describes its tier's tip (another process may have taken a snapshot since).
+#[derive(Default)]
+pub struct Held {
+    caches: std::collections::HashMap<String, Cache>,
+}
+
+/// [`snapshot`], taking each tier's previous state from `held` when it is current, and
+/// leaving there the state a focused snapshot ends with.
+pub fn snapshot_held(
+    project: &Project,
+    shadow: &Shadow,
+    options: &Options,
+    held: &mut Held,
+    progress: &dyn Progress,
+) -> Result<Vec<(String, Result<TierReport>)>> {
     let tiers = project.config.select_tiers(&options.tiers)?;
     let sig = signature();
     let config_blob = match std::fs::read(project.config_path()) {
@@ -758,6 +768,7 @@ pub fn snapshot(
             tier,
             options.empty,
             focus,
+            held,
             &context,
             progress,
         )
@@ -777,16 +788,38 @@ struct CommitContext {
     signature: gix::actor::Signature,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn snapshot_tier(
     project: &Project,
     shadow: &Shadow,
     tier: &Tier,
     empty: EmptyPolicy,
     focus: Option<&[BString]>,
+    held: &mut Held,
     context: &CommitContext,
     progress: &dyn Progress,
 ) -> Result<TierReport> {
-    let prev = previous(shadow, &tier.name)?;
+    let prev = match held.caches.remove(&tier.name) {
+        Some(cache) => {
+            let tip = shadow.tier_tip(&tier.name)?;
+            if tip.is_some() && cache.commit == tip {
+                Previous {
+                    tip,
+                    cache: Some(cache),
+                    state: Default::default(),
+                }
+            } else {
+                previous(shadow, &tier.name)?
+            }
+        }
+        None => previous(shadow, &tier.name)?,
+    };
+    if let Some(focus) = focus.filter(|_| focused::applies(project, tier, &prev)) {
+        let (report, cache) =
+            focused::snapshot_tier(project, shadow, tier, prev, focus, empty, context, progress)?;
+        held.caches.insert(tier.name.clone(), cache);
+        return Ok(report);
+    }
     let nothing = |commit| TierReport {
         tier: tier.name.clone(),
         outcome: Outcome::Nothing,
@@ -803,7 +836,7 @@ fn snapshot_tier(
         listing: Listing::new(),
         mtimes: Mtimes::new(),
     };
-    let scan = match scan_focused(project, shadow, tier, &prev, Store::Write, focus, progress)? {
+    let scan = match scan(project, shadow, tier, &prev, Store::Write, progress)? {
         Some(scan) => scan,
         None => match empty {
             EmptyPolicy::Skip => return Ok(nothing(prev.tip)),
@@ -895,24 +928,45 @@ fn snapshot_tier(
         listing: Listing::new(),
         mtimes: Mtimes::new(),
     };
-    // The stat cache is encoded on another core while the commit is written (it is saved
-    // last, once the ref moved; only its commit id is filled in then).
+    // With a stat cache of the tip, only what changed in it is saved (appended to its
+    // journal). Without one, the whole cache is encoded on another core while the commit is
+    // written (it is saved last, once the ref moved; only its commit id is filled in then).
+    let journaled = prev.cache_of_tip().is_some();
     let (encoded, recorded) = std::thread::scope(|scope| {
-        let encoding = scope.spawn(|| encode_cache(&scan));
+        let encoding = (!journaled).then(|| scope.spawn(|| encode_cache(&scan)));
         let recorded = if delta.same {
             Ok(None)
         } else {
             record(shadow, tier, &prev, &scan, &delta.dirty, context, &report).map(Some)
         };
-        (encoding.join(), recorded)
+        (encoding.map(|e| e.join()), recorded)
     });
     if let Some(id) = recorded? {
         report.outcome = Outcome::Recorded;
         report.commit = Some(id);
     }
-    let encoded =
-        encoded.map_err(|_| anyhow::anyhow!("internal error: encoding the stat cache failed"))?;
-    save_cache(shadow, &tier.name, report.commit, encoded)?;
+    match (encoded, prev.cache) {
+        (Some(encoded), _) => {
+            let encoded = encoded
+                .map_err(|_| anyhow::anyhow!("internal error: encoding the stat cache failed"))?;
+            save_cache(shadow, &tier.name, report.commit, encoded)?;
+        }
+        (None, Some(mut cache)) => {
+            let change = cache_change(&cache, &scan);
+            for path in &change.removals {
+                cache.entries.remove(path);
+            }
+            for (path, entry) in &change.upserts {
+                cache.entries.insert(path.clone(), entry.clone());
+            }
+            cache.commit = report.commit;
+            cache.scan_start_ns = scan.scan_start_ns;
+            cache.treasures = scan.treasures;
+            cache.persist(&cache_path(shadow, &tier.name), prev.tip, &change)?;
+        }
+        // `journaled` means there is a cache.
+        (None, None) => {}
+    }
     report.listing = scan.listing;
     report.mtimes = scan.mtimes;
     Ok(report)
@@ -933,9 +987,36 @@ fn record(
     context: &CommitContext,
     report: &TierReport,
 ) -> Result<ObjectId> {
+    commit_tier(
+        shadow,
+        tier,
+        prev.tip,
+        dirty,
+        context,
+        report,
+        |base, meta_base| {
+            let tree = listing::write_tree_on(shadow, &scan.listing, base)?.id;
+            let meta_tree = meta::write_tree(shadow, &scan.mtimes, meta_base)?;
+            Ok((tree, meta_tree))
+        },
+    )
+}
+
+/// Write a tier's next commit on `tip`: `trees` writes the tier tree and the metadata tree
+/// against the tip's (given as bases with the `dirty` directories), then the commit, flush,
+/// the note, and the tier ref moves by compare-and-swap.
+fn commit_tier(
+    shadow: &Shadow,
+    tier: &Tier,
+    tip: Option<ObjectId>,
+    dirty: &listing::Dirty,
+    context: &CommitContext,
+    report: &TierReport,
+    trees: impl FnOnce(Option<listing::Base>, Option<listing::Base>) -> Result<(ObjectId, ObjectId)>,
+) -> Result<ObjectId> {
     // Directories without a change keep the tip's trees, and their metadata: only the paths
     // that changed are rebuilt, whatever the size of the tier.
-    let (base, meta_base) = match prev.tip {
+    let (base, meta_base) = match tip {
         Some(tip) => (
             Some(listing::Base {
                 tree: shadow.repo.find_commit(tip)?.tree_id()?.detach(),
@@ -946,10 +1027,9 @@ fn record(
         None => (None, None),
     };
     shadow.mark_format()?;
-    let tree = listing::write_tree_on(shadow, &scan.listing, base)?.id;
-    let meta_tree = meta::write_tree(shadow, &scan.mtimes, meta_base)?;
+    let (tree, meta_tree) = trees(base, meta_base)?;
     let message = commit_message(tier, context, report);
-    let id = shadow.write_commit(tree, prev.tip, message, &context.signature)?;
+    let id = shadow.write_commit(tree, tip, message, &context.signature)?;
     shadow.sync()?;
     // The note goes first: a crash before the ref moves leaves only a note on a dangling
     // commit, never a recorded commit without its metadata.
@@ -963,7 +1043,7 @@ fn record(
     shadow.update_ref(
         &crate::store::tier_ref(&tier.name),
         id,
-        prev.tip,
+        tip,
         &format!("mirror snapshot ({})", context.trigger),
     )?;
     Ok(id)
@@ -971,49 +1051,73 @@ fn record(
 
 /// The stat cache of a scan (all but its commit, see [`statcache::seal`]).
 fn encode_cache(scan: &Scan) -> Vec<u8> {
-    // The listing, the metadata and the stats are all sorted by path, and the latter two hold
-    // subsets of the listing's paths: walk the three together instead of looking paths up.
-    let mut metas = scan.mtimes.iter().peekable();
-    let mut stats = scan.stats.iter().peekable();
-    let entries = scan.listing.iter().map(move |(path, item)| {
-        let meta = metas.next_if(|(p, _)| *p == path).map(|(_, m)| m);
-        let stat = stats.next_if(|(p, _)| p == path).map(|(_, s)| *s);
-        // Carried-forward and empty-dir entries have no fresh stat: a zero stat never matches
-        // a real file, so they are re-read next time, but they keep the listing complete.
-        let stat = stat.unwrap_or_else(|| {
-            // Keep the recorded metadata (mtime, permissions) in the cache's listing; a zero
-            // size and inode never match a real file, so the path is read again next time.
-            let perm = meta
-                .and_then(|m| m.perm)
-                .unwrap_or(if item.mode == Mode::Exec {
-                    0o755
-                } else {
-                    0o644
-                });
-            let kind = if item.mode == Mode::Link {
-                0o120000
-            } else {
-                0o100000
-            };
-            Stat {
-                mtime_ns: meta.map(|m| m.mtime_ns).unwrap_or_default(),
-                mode: kind | perm,
-                ..Stat::default()
-            }
-        });
-        let entry = CacheEntry {
-            item: *item,
-            stat,
-            encrypted: meta.and_then(|m| m.encrypted),
-        };
-        (path, entry)
-    });
     statcache::encode_entries(
         scan.scan_start_ns,
         scan.treasures,
         scan.listing.len(),
-        entries,
+        scan_entries(scan),
     )
+}
+
+/// What the stat cache of the tip must change to become the scan's: one pass over both.
+fn cache_change(cache: &Cache, scan: &Scan) -> statcache::Change {
+    let mut change = statcache::Change::default();
+    let mut cached = cache.entries.iter().peekable();
+    for (path, entry) in scan_entries(scan) {
+        while let Some((gone, _)) = cached.next_if(|(p, _)| *p < path) {
+            change.removals.push(gone.clone());
+        }
+        match cached.next_if(|(p, _)| *p == path) {
+            Some((_, was)) if *was == entry => {}
+            _ => change.upserts.push((path.clone(), entry)),
+        }
+    }
+    change.removals.extend(cached.map(|(p, _)| p.clone()));
+    change
+}
+
+/// The scan as stat cache entries, in path order.
+fn scan_entries(scan: &Scan) -> impl Iterator<Item = (&BString, CacheEntry)> {
+    // The listing, the metadata and the stats are all sorted by path, and the latter two hold
+    // subsets of the listing's paths: walk the three together instead of looking paths up.
+    let mut metas = scan.mtimes.iter().peekable();
+    let mut stats = scan.stats.iter().peekable();
+    scan.listing.iter().map(move |(path, item)| {
+        let meta = metas.next_if(|(p, _)| *p == path).map(|(_, m)| m);
+        let stat = stats.next_if(|(p, _)| p == path).map(|(_, s)| *s);
+        let stat = stat.unwrap_or_else(|| placeholder_stat(item, meta));
+        let entry = CacheEntry {
+            item: *item,
+            stat,
+            encrypted: meta.and_then(|m| m.encrypted),
+            racy: statcache::is_racy(&stat, scan.scan_start_ns),
+        };
+        (path, entry)
+    })
+}
+
+/// The stat cache's stand-in for the stat data of an entry that has none: carried forward
+/// (the file could not be read) or an empty directory. It keeps the recorded metadata (mtime,
+/// permissions); a zero size and inode never match a real file, so the path is looked at
+/// again next time.
+fn placeholder_stat(item: &Item, meta: Option<&meta::FileMeta>) -> Stat {
+    let perm = meta
+        .and_then(|m| m.perm)
+        .unwrap_or(if item.mode == Mode::Exec {
+            0o755
+        } else {
+            0o644
+        });
+    let kind = if item.mode == Mode::Link {
+        0o120000
+    } else {
+        0o100000
+    };
+    Stat {
+        mtime_ns: meta.map(|m| m.mtime_ns).unwrap_or_default(),
+        mode: kind | perm,
+        ..Stat::default()
+    }
 }
 
 /// Save the stat cache `encoded` (by [`encode_cache`]) as describing `commit`.
@@ -1026,7 +1130,7 @@ fn save_cache(
     statcache::seal(&mut encoded, commit);
     let dir = shadow.mirror_dir().join("cache");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-    crate::store::write_cache_file(&cache_path(shadow, tier), &encoded)
+    statcache::save_base(&cache_path(shadow, tier), &encoded).map(|_| ())
 }
 
 fn commit_message(tier: &Tier, context: &CommitContext, report: &TierReport) -> String {
