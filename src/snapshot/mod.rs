@@ -962,7 +962,11 @@ fn snapshot_tier(
             cache.commit = report.commit;
             cache.scan_start_ns = scan.scan_start_ns;
             cache.treasures = scan.treasures;
+            cache.totals = None;
+            cache.unvouched = None;
             cache.persist(&cache_path(shadow, &tier.name), prev.tip, &change)?;
+            // A long-running caller keeps it for its next snapshot.
+            held.caches.insert(tier.name.clone(), cache);
         }
         // `journaled` means there is a cache.
         (None, None) => {}

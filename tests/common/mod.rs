@@ -428,34 +428,39 @@ pub fn note_records(env: &Env, rev: &str) -> Option<Vec<(String, String, Vec<u8>
     Some(records)
 }
 
-/// Give commit `to` the metadata note of commit `from` (a crafted snapshot made with plain
-/// git gets its metadata this way): one more entry in the notes tree, one more notes commit.
-pub fn copy_note(env: &Env, from: &str, to: &str) {
-    let git = |args: &[&str], input: &[u8]| -> String {
-        let mut cmd = Command::new("git");
-        env.isolate(&mut cmd);
-        let mut child = cmd
-            .arg("--git-dir")
-            .arg(&env.shadow)
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert_exit(&out, 0, &format!("git {args:?}"));
-        stdout(&out).trim().to_owned()
-    };
-    let from = git(&["rev-parse", "--verify", from], b"");
+/// Run git on the shadow with `input` on stdin (and an identity for commits); its stdout.
+pub fn shadow_git_with(env: &Env, args: &[&str], input: &[u8]) -> String {
+    let mut cmd = Command::new("git");
+    env.isolate(&mut cmd);
+    let mut child = cmd
+        .arg("--git-dir")
+        .arg(&env.shadow)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 0, &format!("git {args:?}"));
+    stdout(&out).trim().to_owned()
+}
+
+/// Make object `note` (a metadata tree or a format 1 blob) the metadata note of commit `to`:
+/// its entry in the notes tree replaced or added, in one more notes commit.
+pub fn set_note(env: &Env, to: &str, note: &str) {
+    let git = |args: &[&str], input: &[u8]| shadow_git_with(env, args, input);
     let to = git(&["rev-parse", "--verify", to], b"");
-    let mut entries = git(&["ls-tree", "refs/notes/mirror"], b"");
-    let note = git(&["rev-parse", &format!("refs/notes/mirror:{from}")], b"");
-    let kind = git(&["cat-file", "-t", &note], b"");
+    let kind = git(&["cat-file", "-t", note], b"");
     let mode = if kind == "tree" { "040000" } else { "100644" };
-    entries.push_str(&format!("\n{mode} {kind} {note}\t{to}\n"));
+    let mut entries: String = git(&["ls-tree", "refs/notes/mirror"], b"")
+        .lines()
+        .filter(|l| !l.ends_with(&format!("\t{to}")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    entries.push_str(&format!("{mode} {kind} {note}\t{to}\n"));
     let tree = git(&["mktree"], entries.as_bytes());
     let commit = git(
         &[
@@ -464,11 +469,23 @@ pub fn copy_note(env: &Env, from: &str, to: &str) {
             "-p",
             "refs/notes/mirror",
             "-m",
-            "copied note",
+            "note set by a test",
         ],
         b"",
     );
     git(&["update-ref", "refs/notes/mirror", &commit], b"");
+}
+
+/// Give commit `to` the metadata note of commit `from` (a crafted snapshot made with plain
+/// git gets its metadata this way).
+pub fn copy_note(env: &Env, from: &str, to: &str) {
+    let from = shadow_git_with(env, &["rev-parse", "--verify", from], b"");
+    let note = shadow_git_with(
+        env,
+        &["rev-parse", &format!("refs/notes/mirror:{from}")],
+        b"",
+    );
+    set_note(env, to, &note);
 }
 
 pub fn set_mtime(path: &Path, secs: i64, nsec: i64) {

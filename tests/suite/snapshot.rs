@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr};
 use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -1604,4 +1604,48 @@ fn kill_9_mid_snapshot_leaves_a_valid_repository_and_the_next_snapshot_records_e
     assert_valid_after_kill(&env, "after recovery");
     let out = env.ok(&["snapshot"]);
     assert!(tier_line(&out, "t").contains("unchanged"), "{out}");
+}
+
+#[test]
+fn a_format_1_repository_is_read_and_upgraded_by_its_next_snapshot() {
+    let env = Env::new();
+    env.write("t/a.txt", "a\n");
+    env.write("t/d/b.txt", "b\n");
+    env.init(&["t=t"]);
+    env.ok(&["snapshot"]);
+    let old = must_tip(&env, "t");
+    // Make it what a format 1 mirror wrote: the note one flat blob of full paths, the config
+    // saying version 1, and no stat cache (so the next snapshot reads the note).
+    let v1 = b"mirror-meta 1\0m 1600000000 5 a.txt\0p 600 a.txt\0m 1500000000 7 d/b.txt\0";
+    let blob = shadow_git_with(&env, &["hash-object", "-w", "--stdin"], v1);
+    set_note(&env, &old, &blob);
+    shadow_git_with(&env, &["config", "mirror.formatVersion", "1"], b"");
+    std::fs::remove_dir_all(env.shadow.join("mirror").join("cache")).unwrap();
+    std::fs::create_dir(env.shadow.join("mirror").join("cache")).unwrap();
+
+    // Read: a restore takes the times and permissions from the flat note.
+    let out_dir = env.root().join("restored");
+    let out = env.mirror(&["checkout", &old, "--to", out_dir.to_str().unwrap()]);
+    assert_exit(&out, 0, "checkout --to of a format 1 snapshot");
+    let md = std::fs::symlink_metadata(out_dir.join("t/a.txt")).unwrap();
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_600_000_000, 5));
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    let md = std::fs::symlink_metadata(out_dir.join("t/d/b.txt")).unwrap();
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_500_000_000, 7));
+
+    // Upgraded by the next snapshot: a metadata tree, and the config says version 2.
+    env.write("t/c.txt", "c\n");
+    env.ok(&["snapshot"]);
+    let new = must_tip(&env, "t");
+    assert_ne!(new, old);
+    let records = note_records(&env, &new).expect("a metadata tree");
+    for name in [&b"a.txt"[..], b"d/b.txt", b"c.txt"] {
+        assert!(
+            records.iter().any(|(k, _, p)| k == "m" && p == name),
+            "{name:?} in {records:?}"
+        );
+    }
+    let version = shadow_git_with(&env, &["config", "mirror.formatVersion"], b"");
+    assert_eq!(version, "2");
+    fsck_clean(&env);
 }
