@@ -137,19 +137,13 @@ fn rotate_tier(
         crate::host::hostname(),
         crate::store::FORMAT_VERSION
     );
-    let id = shadow.write_commit(tree, Some(tip), message, &sig)?;
-    shadow.sync()?;
-    meta::write_note(
+    let id = snapshot::write_tier_commit(
         shadow,
-        id,
-        meta_tree,
-        gix::objs::tree::EntryKind::Tree,
-        &sig,
-    )?;
-    shadow.update_ref(
-        &crate::store::tier_ref(&tier.name),
-        id,
+        &tier.name,
         Some(tip),
+        (tree, meta_tree),
+        message,
+        &sig,
         "mirror key rotate",
     )?;
     // The stat cache describes the old tip; carried over with the new blob ids, unchanged

@@ -22,6 +22,17 @@ use crate::error::Error;
 /// split by directory (version 1 wrote one flat blob, still read).
 pub const FORMAT_VERSION: u32 = 2;
 
+/// `mirror.formatVersion`: the version of what this mirror writes (older ones refuse it).
+fn set_format_version(config: &mut gix::config::File) -> Result<()> {
+    config.set_raw_value_by(
+        "mirror",
+        None,
+        "formatVersion",
+        FORMAT_VERSION.to_string().as_str(),
+    )?;
+    Ok(())
+}
+
 /// fsck message ids about file *content and names* that are legitimate in a backup.
 const FSCK_CONTENT_CHECKS: &[&str] = &[
     "hasDotgit",
@@ -109,12 +120,7 @@ impl Shadow {
             .to_str()
             .with_context(|| format!("project root {} is not valid UTF-8", root.display()))?;
         config.set_raw_value_by("mirror", None, "root", root_str)?;
-        config.set_raw_value_by(
-            "mirror",
-            None,
-            "formatVersion",
-            FORMAT_VERSION.to_string().as_str(),
-        )?;
+        set_format_version(&mut config)?;
         // `git fsck` judges trees by what a *checkout* of them could do to a git work tree:
         // names like `git~1`, or a symlinked `.gitmodules`, are flagged. In a backup they are just
         // the user's files, recorded faithfully (mirror restores them itself, safely), so these
@@ -158,12 +164,7 @@ impl Shadow {
         if recorded(&config) >= i64::from(FORMAT_VERSION) {
             return Ok(());
         }
-        config.set_raw_value_by(
-            "mirror",
-            None,
-            "formatVersion",
-            FORMAT_VERSION.to_string().as_str(),
-        )?;
+        set_format_version(&mut config)?;
         let mut out = Vec::new();
         config.write_to(&mut out)?;
         write_atomically(&config_path, &out)

@@ -1032,8 +1032,30 @@ fn commit_tier(
     };
     shadow.mark_format()?;
     let (tree, meta_tree) = trees(base, meta_base)?;
-    let message = commit_message(tier, context, report);
-    let id = shadow.write_commit(tree, tip, message, &context.signature)?;
+    write_tier_commit(
+        shadow,
+        &tier.name,
+        tip,
+        (tree, meta_tree),
+        commit_message(tier, context, report),
+        &context.signature,
+        &format!("mirror snapshot ({})", context.trigger),
+    )
+}
+
+/// Write the commit of `trees` (the tier tree and its metadata tree) on `tip`, flush every
+/// object, attach the metadata as the commit's note, then move the tier ref by
+/// compare-and-swap (`reflog` says why).
+pub(crate) fn write_tier_commit(
+    shadow: &Shadow,
+    tier: &str,
+    tip: Option<ObjectId>,
+    (tree, meta_tree): (ObjectId, ObjectId),
+    message: String,
+    signature: &gix::actor::Signature,
+    reflog: &str,
+) -> Result<ObjectId> {
+    let id = shadow.write_commit(tree, tip, message, signature)?;
     shadow.sync()?;
     // The note goes first: a crash before the ref moves leaves only a note on a dangling
     // commit, never a recorded commit without its metadata.
@@ -1042,14 +1064,9 @@ fn commit_tier(
         id,
         meta_tree,
         gix::objs::tree::EntryKind::Tree,
-        &context.signature,
+        signature,
     )?;
-    shadow.update_ref(
-        &crate::store::tier_ref(&tier.name),
-        id,
-        tip,
-        &format!("mirror snapshot ({})", context.trigger),
-    )?;
+    shadow.update_ref(&crate::store::tier_ref(tier), id, tip, reflog)?;
     Ok(id)
 }
 
