@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -29,13 +30,16 @@ pub type Stored = std::result::Result<(Item, Stat), String>;
 
 /// Open a walked regular file for reading, without following a symlink or blocking on a fifo
 /// that replaced it since the walk, and take its stat data from the open file.
-pub fn open_regular(entry: &WalkEntry) -> std::result::Result<(File, Stat, Mode), String> {
+pub fn open_regular(
+    root: &Path,
+    entry: &WalkEntry,
+) -> std::result::Result<(File, Stat, Mode), String> {
     // O_NONBLOCK: if the file was replaced by a fifo after the walk, opening must not hang.
     // O_NOFOLLOW: likewise for a file replaced by a symlink.
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(&entry.abs)
+        .open(entry.abs(root))
         .map_err(|e| format!("could not open: {e}"))?;
     let md = file
         .metadata()
@@ -57,6 +61,7 @@ pub fn open_regular(entry: &WalkEntry) -> std::result::Result<(File, Stat, Mode)
 /// be packing (see [`Shadow::begin_pack`]). Results come back in the order of `entries`.
 pub fn store_files_while<T>(
     shadow: &Shadow,
+    root: &Path,
     entries: &[&WalkEntry],
     progress: &dyn Progress,
     alongside: impl FnOnce() -> Result<T>,
@@ -87,7 +92,7 @@ pub fn store_files_while<T>(
                 // A panicking worker must stop the others and fail the snapshot, not leave
                 // the progress loop below waiting for a file that is never counted.
                 let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    store(&repo, packer, entries[i])
+                    store(&repo, packer, root, entries[i])
                 }))
                 .unwrap_or_else(|_| {
                     Err(anyhow::anyhow!(
@@ -142,8 +147,13 @@ pub fn store_files_while<T>(
 }
 
 /// Read, hash and deflate one file, and hand its object to the pack.
-fn store(repo: &gix::Repository, packer: &Packer, entry: &WalkEntry) -> Result<Stored> {
-    let (file, stat, mode) = match open_regular(entry) {
+fn store(
+    repo: &gix::Repository,
+    packer: &Packer,
+    root: &Path,
+    entry: &WalkEntry,
+) -> Result<Stored> {
+    let (file, stat, mode) = match open_regular(root, entry) {
         Ok(opened) => opened,
         Err(why) => return Ok(Err(why)),
     };

@@ -31,9 +31,16 @@ pub enum Kind {
 pub struct WalkEntry {
     /// Relative to the tier root.
     pub rel: BString,
-    pub abs: PathBuf,
     pub kind: Kind,
     pub stat: Stat,
+}
+
+impl WalkEntry {
+    /// The entry's path, in the tier rooted at `root`. Built when a file is opened rather
+    /// than kept for every entry: most are never opened (the stat cache vouches for them).
+    pub fn abs(&self, root: &Path) -> PathBuf {
+        root.join(std::ffi::OsStr::from_bytes(&self.rel))
+    }
 }
 
 /// A path that was left out, and why; always reported to the user.
@@ -305,8 +312,8 @@ impl Collector<'_> {
             }
             return;
         }
-        let abs = entry.into_path();
-        let stat = match self.lstat(&abs) {
+        let abs = entry.path();
+        let stat = match self.lstat(abs) {
             Ok(stat) => stat,
             Err(err) => {
                 self.out
@@ -322,12 +329,7 @@ impl Collector<'_> {
                 executable: stat.mode & 0o111 != 0,
             }
         };
-        self.out.files.push(WalkEntry {
-            rel,
-            abs,
-            kind,
-            stat,
-        });
+        self.out.files.push(WalkEntry { rel, kind, stat });
     }
 
     /// `ignore` drops a pattern it cannot parse without a word; say so, since the user

@@ -82,6 +82,7 @@ pub(super) fn snapshot_tier(
         tier,
         &prev,
         Store::Write,
+        &root,
         walked,
         scan_start_ns,
         progress,

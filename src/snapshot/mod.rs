@@ -302,6 +302,7 @@ pub fn scan(
         tier,
         prev,
         store,
+        &root,
         walked,
         scan_start_ns,
         progress,
@@ -393,6 +394,7 @@ fn read_walked(
     tier: &Tier,
     prev: &Previous,
     store: Store,
+    root: &Path,
     walked: walk::Walk,
     scan_start_ns: i64,
     progress: &dyn Progress,
@@ -430,6 +432,7 @@ fn read_walked(
     }
     let reader = EntryReader {
         shadow,
+        root,
         store,
         encryptor: encryptor.as_ref(),
         keys: &project.keys,
@@ -479,7 +482,7 @@ fn read_walked(
         shadow.begin_pack();
         let entries: Vec<&walk::WalkEntry> = plain.iter().map(|&i| &walked.files[i]).collect();
         let warnings = &mut out.warnings;
-        let (theirs, mine) = ingest::store_files_while(shadow, &entries, progress, || {
+        let (theirs, mine) = ingest::store_files_while(shadow, root, &entries, progress, || {
             others
                 .iter()
                 .map(|&i| {
@@ -498,7 +501,7 @@ fn read_walked(
             stored[i] = Some(result);
         }
     }
-    for (i, entry) in walked.files.iter().enumerate() {
+    for (i, entry) in walked.files.into_iter().enumerate() {
         let (cached, treasure) = verdicts[i];
         let ready = stored.get_mut(i).and_then(Option::take);
         if ready.is_none() {
@@ -508,10 +511,10 @@ fn read_walked(
         let (item, stat) = match cached {
             Some(c) => (c.item, entry.stat),
             None => {
-                match ready.map_or_else(|| reader.read(entry, treasure, &mut out.warnings), Ok)? {
+                match ready.map_or_else(|| reader.read(&entry, treasure, &mut out.warnings), Ok)? {
                     Ok(found) => found,
                     Err(problem) => {
-                        unreadable.push((entry.rel.clone(), problem));
+                        unreadable.push((entry.rel, problem));
                         continue;
                     }
                 }
@@ -523,7 +526,8 @@ fn read_walked(
         let mut file_meta = meta::FileMeta::from_stat(&stat);
         file_meta.encrypted = treasure.then_some(stat.size);
         times.push((entry.rel.clone(), file_meta));
-        out.stats.push((entry.rel.clone(), stat));
+        // The last use of the walk's path: moved, not copied.
+        out.stats.push((entry.rel, stat));
     }
     out.listing = items.into_iter().collect();
     out.mtimes = times.into_iter().collect();
@@ -566,6 +570,8 @@ fn cache_hits<'a>(
 /// Reads files that the stat cache could not vouch for, and stores (or hashes) them.
 struct EntryReader<'a> {
     shadow: &'a Shadow,
+    /// The tier directory the walked paths are relative to.
+    root: &'a Path,
     store: Store,
     encryptor: Option<&'a Encryptor>,
     keys: &'a Keys,
@@ -585,7 +591,7 @@ impl EntryReader<'_> {
     ) -> Result<std::result::Result<(Item, Stat), String>> {
         let shadow = self.shadow;
         if entry.kind == Kind::Link {
-            let target = match std::fs::read_link(&entry.abs) {
+            let target = match std::fs::read_link(entry.abs(self.root)) {
                 Ok(t) => t,
                 Err(e) => return Ok(Err(format!("could not read link: {e}"))),
             };
@@ -604,7 +610,7 @@ impl EntryReader<'_> {
                 entry.stat,
             )));
         }
-        let (mut file, stat, mode) = match ingest::open_regular(entry) {
+        let (mut file, stat, mode) = match ingest::open_regular(self.root, entry) {
             Ok(opened) => opened,
             Err(why) => return Ok(Err(why)),
         };
