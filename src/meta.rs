@@ -188,10 +188,23 @@ fn note_entry(shadow: &Shadow, commit: ObjectId) -> Result<Option<(ObjectId, boo
         .find_commit(notes)
         .context("notes ref does not point to a commit")?
         .tree()?;
-    let name = commit.to_hex().to_string();
-    Ok(tree
-        .find_entry(name.as_str())
-        .map(|e| (e.oid().to_owned(), e.mode().is_tree())))
+    let hex = commit.to_hex().to_string();
+    // Flat (format 1, and git's own notes while few), or fanned out by the first two hex
+    // digits (what mirror writes now).
+    let entry = match tree.find_entry(hex.as_str()) {
+        Some(e) => Some((e.oid().to_owned(), e.mode().is_tree())),
+        None => tree
+            .lookup_entry_by_path(fanned_out(&hex))?
+            .map(|e| (e.oid().to_owned(), e.mode().is_tree())),
+    };
+    Ok(entry)
+}
+
+/// Where a note is written in the notes tree: `ab/cdef…` for commit `abcdef…`, as git itself
+/// fans notes out, so the tree each snapshot rewrites holds at most 256 entries plus the
+/// notes sharing its commit's first byte, not one entry per snapshot ever taken.
+fn fanned_out(hex: &str) -> String {
+    format!("{}/{}", &hex[..2], &hex[2..])
 }
 
 /// The metadata recorded for `commit`, if any (either version).
@@ -210,10 +223,23 @@ pub fn read_note(shadow: &Shadow, commit: ObjectId) -> Result<Option<Mtimes>> {
 
 /// Read a version 2 metadata tree.
 pub fn read_tree(shadow: &Shadow, tree: ObjectId) -> Result<Mtimes> {
+    read_tree_within(shadow, tree, MAX_VISITS)
+}
+
+/// [`read_tree`] visiting at most `max_visits` directories.
+fn read_tree_within(shadow: &Shadow, tree: ObjectId, max_visits: u64) -> Result<Mtimes> {
     let mut mtimes = Mtimes::new();
-    read_dir(shadow, tree, &mut BString::default(), 0, &mut mtimes)?;
+    // Counts down: each directory visited takes one.
+    let mut budget = max_visits;
+    let mut prefix = BString::default();
+    read_dir(shadow, tree, &mut prefix, 0, &mut budget, &mut mtimes)?;
     Ok(mtimes)
 }
+
+/// More directories, and files, than any real tier has: a crafted metadata tree that names
+/// one subtree under many names, level after level, would otherwise expand exponentially.
+const MAX_VISITS: u64 = 5_000_000;
+const MAX_RECORDS: usize = 50_000_000;
 
 /// The version 2 metadata tree of `commit`, to write the next snapshot's against.
 pub fn note_tree(shadow: &Shadow, commit: ObjectId) -> Result<Option<ObjectId>> {
@@ -228,11 +254,16 @@ fn read_dir(
     tree: ObjectId,
     prefix: &mut BString,
     depth: usize,
+    budget: &mut u64,
     out: &mut Mtimes,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
         bail!("metadata tree nested deeper than {MAX_DEPTH} directories");
     }
+    if *budget == 0 || out.len() > MAX_RECORDS {
+        bail!("metadata tree of more directories or files than any tier has (corrupt or hostile)");
+    }
+    *budget -= 1;
     let decoded = shadow
         .repo
         .find_tree(tree)
@@ -257,7 +288,7 @@ fn read_dir(
             crate::listing::check_component(sub.as_bstr(), prefix.as_bstr())?;
             let len = prefix.len();
             *prefix = join(prefix, sub);
-            read_dir(shadow, entry.oid.to_owned(), prefix, depth + 1, out)?;
+            read_dir(shadow, entry.oid.to_owned(), prefix, depth + 1, budget, out)?;
             prefix.truncate(len);
         }
         // Anything else comes from a newer version: ignored, as docs/format.md promises.
@@ -327,8 +358,23 @@ pub fn write_note(
         Some(c) => shadow.repo.find_commit(c)?.tree_id()?.detach(),
         None => ObjectId::empty_tree(gix::hash::Kind::Sha1),
     };
+    let hex = commit.to_hex().to_string();
+    let (fan, rest) = hex.split_at(2);
+    // The fan-out subtree is edited on its own, so each tree written is one this function
+    // tracks for the flush before the ref moves.
+    let old_fan = shadow.repo.find_tree(base_tree).ok().and_then(|t| {
+        t.find_entry(fan)
+            .filter(|e| e.mode().is_tree())
+            .map(|e| e.oid().to_owned())
+    });
+    let mut sub = shadow
+        .repo
+        .edit_tree(old_fan.unwrap_or(ObjectId::empty_tree(gix::hash::Kind::Sha1)))?;
+    sub.upsert(rest, kind, meta)?;
+    let sub = sub.write()?.detach();
+    shadow.track(sub);
     let mut editor = shadow.repo.edit_tree(base_tree)?;
-    editor.upsert(commit.to_hex().to_string(), kind, meta)?;
+    editor.upsert(fan, EntryKind::Tree, sub)?;
     let tree = editor.write()?.detach();
     shadow.track(tree);
     shadow.append_commit(
@@ -499,6 +545,19 @@ mod tests {
             let t = tree(vec![(bad, EntryKind::Tree, fine)]);
             assert!(read_tree(&shadow, t).is_err(), "{bad}");
         }
+        // One subtree under many names, level after level: refused, not expanded.
+        let mut level = tree(vec![("files", EntryKind::Blob, records(b"x"))]);
+        for _ in 0..6 {
+            let names: Vec<String> = (0..20).map(|n| format!("+d{n}")).collect();
+            level = tree(
+                names
+                    .iter()
+                    .map(|n| (n.as_str(), EntryKind::Tree, level))
+                    .collect(),
+            );
+        }
+        let err = read_tree_within(&shadow, level, 10_000).unwrap_err();
+        assert!(format!("{err:#}").contains("hostile"), "{err:#}");
         // Entries of unknown kinds are skipped (a newer version's), not errors.
         let t = tree(vec![
             ("+sub", EntryKind::Tree, fine),

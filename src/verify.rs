@@ -505,9 +505,9 @@ fn affected_by(
 }
 
 /// A damaged metadata note takes its snapshot's times, permissions and encryption records
-/// with it: name that snapshot (the note tree is flat, one entry per tier commit; the entry is
-/// a blob in format version 1, a tree of per-directory records blobs since version 2, whose
-/// unchanged parts later snapshots share).
+/// with it: name that snapshot (one entry per tier commit, flat or fanned out by its first
+/// two hex digits; the entry is a blob in format version 1, a tree of per-directory records
+/// blobs since version 2, whose unchanged parts later snapshots share).
 fn notes_affected(
     shadow: &Shadow,
     bad: &HashMap<ObjectId, (ProblemKind, Kind, String)>,
@@ -526,14 +526,38 @@ fn notes_affected(
         return out;
     };
     let mut memo = HashMap::new();
+    // Notes flat (`<40 hex>`) or fanned out (`<2 hex>/<38 hex>`).
+    let mut notes: Vec<(Vec<u8>, bool, ObjectId)> = Vec::new();
     for entry in &decoded.entries {
-        let Ok(commit) = ObjectId::from_hex(entry.filename) else {
+        let name: &[u8] = entry.filename;
+        if name.len() == 2 && entry.mode.is_tree() {
+            let Ok(fan) = shadow.repo.find_tree(entry.oid.to_owned()) else {
+                continue;
+            };
+            let Ok(fan) = fan.decode().map(|d| {
+                d.entries
+                    .iter()
+                    .map(|e| {
+                        let mut full = name.to_vec();
+                        full.extend_from_slice(e.filename);
+                        (full, e.mode.is_tree(), e.oid.to_owned())
+                    })
+                    .collect::<Vec<_>>()
+            }) else {
+                continue;
+            };
+            notes.extend(fan);
+        } else {
+            notes.push((name.to_vec(), entry.mode.is_tree(), entry.oid.to_owned()));
+        }
+    }
+    for (name, is_tree, note) in notes {
+        let Ok(commit) = ObjectId::from_hex(&name) else {
             continue;
         };
-        let note = entry.oid.to_owned();
         let found: Vec<ObjectId> = if bad.contains_key(&note) {
             vec![note]
-        } else if entry.mode.is_tree() {
+        } else if is_tree {
             bad_under(shadow, note, bad, &mut memo)
                 .iter()
                 .map(|(_, id)| *id)

@@ -213,11 +213,16 @@ pub fn locate(project: &Project, shadow: &Path, path: &Path) -> Option<(String, 
         return None;
     }
     let rel = path.strip_prefix(&project.root).ok()?;
-    let noise = rel.components().any(|c| {
-        let name = c.as_os_str().as_bytes();
-        name == b".git" || name.starts_with(crate::walk::TEMP_PREFIX.as_bytes())
-    });
-    if noise {
+    let in_git = rel
+        .components()
+        .any(|c| c.as_os_str().as_bytes() == b".git");
+    // Checkout's temporary files are skipped by the walk, but a directory of that name is
+    // not (nor anything below it): only the file itself is noise, as in the walk.
+    let checkout_temp = rel.file_name().is_some_and(|n| {
+        n.as_bytes()
+            .starts_with(crate::walk::TEMP_PREFIX.as_bytes())
+    }) && !path.symlink_metadata().is_ok_and(|m| m.is_dir());
+    if in_git || checkout_temp {
         return None;
     }
     let (tier, in_tier) = project.tier_of(rel)?;

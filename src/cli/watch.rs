@@ -282,11 +282,12 @@ impl Loop<'_> {
             };
             let md = path.symlink_metadata();
             let is_dir = md.as_ref().is_ok_and(|m| m.is_dir());
-            if self
-                .filters
-                .get(&tier)
-                .is_some_and(|(root, f)| f.excludes(root, path, is_dir))
-            {
+            // What is at the path now may not be what the event was about (a recorded file
+            // replaced by an excluded directory of the same name): an event is dropped only
+            // when the path is excluded whatever it is.
+            if self.filters.get(&tier).is_some_and(|(root, f)| {
+                f.excludes(root, path, is_dir) && f.excludes(root, path, !is_dir)
+            }) {
                 continue;
             }
             if md.is_err() {

@@ -46,7 +46,7 @@ pub(super) fn applies(project: &Project, tier: &Tier, prev: &Previous) -> bool {
 }
 
 /// Snapshot `tier` re-examining only `focus` (tier-relative paths: files or whole subtrees).
-/// Returns the report and the stat cache of the tier's new tip.
+/// Returns the report, the stat cache of the tier's new tip, and the paths it could not read.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn snapshot_tier(
     project: &Project,
@@ -57,7 +57,7 @@ pub(super) fn snapshot_tier(
     empty: EmptyPolicy,
     context: &CommitContext,
     progress: &dyn Progress,
-) -> Result<(TierReport, Cache)> {
+) -> Result<(TierReport, Cache, Vec<BString>)> {
     let scan_start_ns = now_ns();
     let root = project
         .tier_dir_under(&project.root, tier, false)?
@@ -196,6 +196,7 @@ pub(super) fn snapshot_tier(
         }
         totals.add(e, 1);
     }
+    let unreadable_paths: Vec<BString> = unreadable.iter().map(|(p, _)| p.clone()).collect();
     let mut report = TierReport {
         tier: tier.name.clone(),
         outcome: Outcome::Unchanged,
@@ -219,7 +220,7 @@ pub(super) fn snapshot_tier(
         match empty {
             EmptyPolicy::Skip => {
                 report.outcome = Outcome::Nothing;
-                return Ok((report, cache));
+                return Ok((report, cache, unreadable_paths));
             }
             EmptyPolicy::Refuse => bail!(
                 "tier directory {} is empty but its last snapshot had {prev_files} files; not recording that as deleted — pass --allow-empty if the deletion is real",
@@ -282,7 +283,7 @@ pub(super) fn snapshot_tier(
                 .push(format!("could not save the stat cache: {err:#}"));
         }
     }
-    Ok((report, cache))
+    Ok((report, cache, unreadable_paths))
 }
 
 /// The difference between what a region held and holds: change counts and the paths that

@@ -58,6 +58,8 @@ pub struct Scan {
     pub files: u64,
     pub bytes: u64,
     pub unreadable: Vec<Notice>,
+    /// The same paths as they are (a notice's path is for display).
+    pub unreadable_paths: Vec<BString>,
     pub skipped: Vec<Notice>,
     pub scan_start_ns: i64,
     /// Every file's blob id came from the stat cache (no file was read).
@@ -358,6 +360,7 @@ pub fn scan(
             );
         }
     }
+    out.unreadable_paths = unreadable.iter().map(|(p, _)| p.clone()).collect();
     out.unreadable = notices(std::mem::take(&mut unreadable));
     Ok(Some(out))
 }
@@ -446,6 +449,7 @@ fn read_walked(
         files: 0,
         bytes: 0,
         unreadable: Vec::new(),
+        unreadable_paths: Vec::new(),
         skipped: walked.skipped,
         leftovers: walked.leftovers,
         scan_start_ns,
@@ -739,6 +743,9 @@ pub fn snapshot(
 #[derive(Default)]
 pub struct Held {
     caches: std::collections::HashMap<String, Cache>,
+    /// Per tier, the paths the last snapshot could not read: looked at again by every
+    /// snapshot after events, so each one reports them (partial) until they are readable.
+    unreadable: std::collections::HashMap<String, Vec<BString>>,
 }
 
 /// [`snapshot`], taking each tier's previous state from `held` when it is current, and
@@ -821,9 +828,13 @@ fn snapshot_tier(
         None => previous(shadow, &tier.name)?,
     };
     if let Some(focus) = focus.filter(|_| focused::applies(project, tier, &prev)) {
-        let (report, cache) =
-            focused::snapshot_tier(project, shadow, tier, prev, focus, empty, context, progress)?;
+        let mut focus = focus.to_vec();
+        focus.extend(held.unreadable.remove(&tier.name).unwrap_or_default());
+        let (report, cache, unreadable) = focused::snapshot_tier(
+            project, shadow, tier, prev, &focus, empty, context, progress,
+        )?;
         held.caches.insert(tier.name.clone(), cache);
+        held.unreadable.insert(tier.name.clone(), unreadable);
         return Ok(report);
     }
     let nothing = |commit| TierReport {
@@ -857,6 +868,7 @@ fn snapshot_tier(
                 files: 0,
                 bytes: 0,
                 unreadable: Vec::new(),
+                unreadable_paths: Vec::new(),
                 skipped: Vec::new(),
                 scan_start_ns: now_ns(),
                 all_cached: false,
@@ -866,6 +878,8 @@ fn snapshot_tier(
             },
         },
     };
+    held.unreadable
+        .insert(tier.name.clone(), scan.unreadable_paths.clone());
     if let Some(cache) = prev.cache_of_tip() {
         // Every file was a stat-cache hit and the paths are exactly the cached ones: nothing
         // changed, and the cache stays valid as it is. This is the common hook-driven case.

@@ -373,6 +373,17 @@ pub fn commit_count(env: &Env, tier: &str) -> usize {
     }
 }
 
+/// Where the note of `commit` (full id) is, as a git revision: the notes tree's entry named
+/// by the id, flat or fanned out (`ab/cdef…`); `None` without a note.
+pub fn note_spec(env: &Env, commit: &str) -> Option<String> {
+    [
+        format!("refs/notes/mirror:{commit}"),
+        format!("refs/notes/mirror:{}/{}", &commit[..2], &commit[2..]),
+    ]
+    .into_iter()
+    .find(|spec| env.shadow_git(&["cat-file", "-e", spec]).status.success())
+}
+
 /// The metadata note of `rev` (a tier commit), read with plain git as docs/format.md says:
 /// `(kind, values, full path)` per record in the order found, or `None` without a note. The
 /// note is a tree of per-directory `files` blobs; subdirectories are named `+<name>`.
@@ -380,11 +391,9 @@ pub fn note_records(env: &Env, rev: &str) -> Option<Vec<(String, String, Vec<u8>
     let out = env.shadow_git(&["rev-parse", "--verify", rev]);
     assert_exit(&out, 0, "rev-parse");
     let commit = stdout(&out).trim().to_owned();
-    let note = format!("refs/notes/mirror:{commit}");
+    let note = note_spec(env, &commit)?;
     let kind = env.shadow_git(&["cat-file", "-t", &note]);
-    if !kind.status.success() {
-        return None;
-    }
+    assert_exit(&kind, 0, "cat-file -t of the note");
     assert_eq!(stdout(&kind).trim(), "tree", "the note of {rev} is a tree");
     let out = env.shadow_git(&["ls-tree", "-r", "-z", &note]);
     assert_exit(&out, 0, "ls-tree of the note");
@@ -480,11 +489,8 @@ pub fn set_note(env: &Env, to: &str, note: &str) {
 /// git gets its metadata this way).
 pub fn copy_note(env: &Env, from: &str, to: &str) {
     let from = shadow_git_with(env, &["rev-parse", "--verify", from], b"");
-    let note = shadow_git_with(
-        env,
-        &["rev-parse", &format!("refs/notes/mirror:{from}")],
-        b"",
-    );
+    let spec = note_spec(env, &from).expect("the commit has a note");
+    let note = shadow_git_with(env, &["rev-parse", &spec], b"");
     set_note(env, to, &note);
 }
 

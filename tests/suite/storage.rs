@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::common::{assert_exit, fsck_clean, stderr, stdout, tree, Env};
+use crate::common::{assert_exit, fsck_clean, note_spec, stderr, stdout, tree, Env};
 
 /// Files of `dir` with extension `ext`.
 fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -239,14 +239,15 @@ fn a_deep_change_writes_only_the_trees_above_it_loose() {
     let new: Vec<String> = all_objects(&env).difference(&before).cloned().collect();
     let trees = new.iter().filter(|l| l.ends_with(" tree")).count();
     let blobs = new.iter().filter(|l| l.ends_with(" blob")).count();
-    // The tier's trees: root, a2, a2/b1; the same three in the metadata tree; the notes tree.
-    assert_eq!(trees, 3 + 3 + 1, "new trees: {new:?}");
+    // The tier's trees: root, a2, a2/b1; the same three in the metadata tree; the notes tree
+    // and its fan-out subtree.
+    assert_eq!(trees, 3 + 3 + 2, "new trees: {new:?}");
     // The file and the records of its directory in the metadata tree.
     assert_eq!(blobs, 2, "new blobs: {new:?}");
     // The metadata was rewritten only along the change's path, like the tier's trees.
     let note = |rev: &str| {
         let out = env.shadow_git(&["rev-parse", rev]);
-        format!("refs/notes/mirror:{}", stdout(&out).trim())
+        note_spec(&env, stdout(&out).trim()).expect("a note")
     };
     let out = env.shadow_git(&[
         "diff-tree",

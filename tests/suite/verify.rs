@@ -1143,7 +1143,7 @@ fn a_missing_tip_commit_is_reported_not_fatal() {
 fn a_damaged_note_names_its_snapshot() {
     let fx = fixture();
     // The records blob of the tier root in the snapshot's metadata tree.
-    let spec = format!("refs/notes/mirror:{}/files", fx.s2);
+    let spec = format!("{}/files", note_spec(&fx.env, &fx.s2).expect("a note"));
     let out = fx.env.shadow_git(&["rev-parse", "--verify", &spec]);
     assert_exit(&out, 0, "git rev-parse of the note's records");
     let note = stdout(&out).trim().to_owned();

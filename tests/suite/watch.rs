@@ -1789,3 +1789,93 @@ fn an_exclude_above_a_tier_root_does_not_hide_that_tiers_changes() {
     assert_clean(&env, "after a change in a tier below an excluded directory");
     w.stop();
 }
+
+// Review: a file `build` (recorded: the exclude `build/` only matches directories) replaced
+// by an excluded directory `build`. The events are judged by what is at the path when they
+// are handled (a directory), so they are dropped, and the watch never records the deletion
+// that a full scan records.
+#[test]
+fn a_file_replaced_by_an_excluded_directory_is_recorded_as_deleted() {
+    let env = Env::new();
+    env.write("tier-a/build", "a file named build\n");
+    env.write("tier-a/k.txt", "k\n");
+    env.init(&["a=tier-a"]);
+    append_config(&env, "exclude:\n- build/\n");
+    env.ok(&["snapshot"]);
+    assert!(files(&env, "a").contains("build"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut w = Watch::start(&env, &[]);
+    // Hold the watch so that it handles the events only once `build` is a directory.
+    w.signal(libc::SIGSTOP);
+    std::fs::remove_file(env.path("tier-a/build")).unwrap();
+    env.write("tier-a/build/x.o", "ignored\n");
+    let before = tip(&env, "a");
+    env.write("tier-a/k.txt", "k2\n");
+    w.signal(libc::SIGCONT);
+    until_new_tip(&mut w, &env, "a", &before, "the snapshot after the change");
+    w.stop();
+    assert_clean(&env, "after a file was replaced by an excluded directory");
+}
+
+// Review: the walk records directories whose names start with `.mirror-tmp-` (only checkout's
+// temporary *files* are skipped), but `watch::locate` drops every event below such a
+// component, so the watch never records what a full scan records there.
+#[test]
+fn files_below_a_directory_named_like_a_checkout_temp_are_recorded() {
+    let env = project();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut w = Watch::start(&env, &[]);
+    env.write("tier-a/.mirror-tmp-work/data.txt", "precious\n");
+    let before = tip(&env, "a");
+    env.write("tier-a/a.txt", "a v2\n");
+    until_new_tip(&mut w, &env, "a", &before, "the snapshot after the change");
+    w.stop();
+    assert_clean(&env, "after a file was written below .mirror-tmp-work/");
+}
+
+// Review: a file that could never be read has no stat-cache entry, so nothing made the
+// snapshots after events look at it again: their commits claimed a complete backup (no
+// `Mirror-Partial`) while a full scan's says partial. The unreadable paths of each snapshot
+// are now looked at again by the next one.
+#[test]
+fn a_file_that_cannot_be_read_keeps_every_snapshot_after_events_partial() {
+    let env = project();
+    env.write("tier-a/locked.txt", "no access\n");
+    open_up_for_nobody(&env);
+    chmod(&env.path("tier-a/locked.txt"), 0o000);
+    let mut cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_mirror"),
+        ]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_mirror"))
+    };
+    env.isolate(&mut cmd);
+    cmd.current_dir(&env.project)
+        .args(["watch", "--debounce", "1s"]);
+    let mut w = Watch::spawn(&env, cmd, "watch-unprivileged");
+    w.until("the snapshot taken at start", |w| {
+        (!snapshot_lines(&w.stdout(), "watch").is_empty()).then_some(())
+    });
+    for round in 1..=2 {
+        let before = tip(&env, "a");
+        env.write("tier-a/a.txt", format!("a v{}\n", round + 1));
+        until_new_tip(&mut w, &env, "a", &before, "the snapshot after a change");
+        let out = env.shadow_git(&["log", "-1", "--format=%B", &tier_ref("a")]);
+        let message = stdout(&out);
+        assert!(
+            message.lines().any(|l| l == "Mirror-Partial: 1") && message.contains("locked.txt"),
+            "round {round}: the snapshot after events must say what it could not read:\n{message}"
+        );
+    }
+    let out = w.stop_with(libc::SIGTERM);
+    chmod(&env.path("tier-a/locked.txt"), 0o644);
+    assert_exit(&out, 3, "a watch whose snapshots were partial");
+    let partial = stderr(&out).matches("snapshot is partial").count();
+    assert_eq!(partial, 3, "every snapshot says so: {}", stderr(&out));
+}
