@@ -894,6 +894,10 @@ fn snapshot_tier(
                 .filter(|(_, i)| i.mode == Mode::EmptyDir)
                 .all(|(p, i)| cache.entries.get(p).is_some_and(|e| e.item == *i));
         if same {
+            // Still the tip's: a long-running caller keeps it for its next snapshot.
+            if let Some(cache) = prev.cache {
+                held.caches.insert(tier.name.clone(), cache);
+            }
             return Ok(TierReport {
                 tier: tier.name.clone(),
                 outcome: Outcome::Unchanged,
