@@ -9,7 +9,8 @@
 # million of them fit on a small disk; the costs measured here are per path, not per byte.
 # The watch logs each snapshot's duration itself (`... (N ms)`), which is what is reported
 # for it (median of 5 single-file changes at different depths of the tree, and the first of
-# them, which loads the stat cache the watch then keeps in memory).
+# them, which loads the stat cache the watch then keeps in memory). BENCH_KEEP_LOG=PREFIX keeps
+# each size's watch log as PREFIX.N.
 set -euo pipefail
 export LC_ALL=C
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -68,5 +69,6 @@ for d, _, fs in os.walk(sys.argv[1]):
     watchms="$(median <<<"$times") ms (first: $(head -1 <<<"$times") ms)"
     read -r first_s first_kib <<<"$first"
     printf '| %d | %ss | %ss | %d MiB | %ss | %ss | %s |\n' "$n" "$gen" "$first_s" $((first_kib / 1024)) "$nochange" "$floor" "$watchms"
+    [[ -n ${BENCH_KEEP_LOG:-} ]] && cp "$work/watch.out" "$BENCH_KEEP_LOG.$n"
     cd /; rm -rf "$work"; trap - EXIT
 done
