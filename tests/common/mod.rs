@@ -269,6 +269,14 @@ pub fn open_up_for_nobody(env: &Env) {
 
 /// `mirror ARGS` as an unprivileged user when running as root (root can read anything).
 pub fn mirror_unprivileged(env: &Env, args: &[&str]) -> Output {
+    unprivileged_cmd(env)
+        .args(args)
+        .output()
+        .expect("run mirror unprivileged")
+}
+
+/// The mirror command, in the project, as an unprivileged user when running as root.
+pub fn unprivileged_cmd(env: &Env) -> Command {
     let mut cmd = if is_root() {
         let mut c = Command::new("setpriv");
         c.args([
@@ -282,8 +290,8 @@ pub fn mirror_unprivileged(env: &Env, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_mirror"))
     };
     env.isolate(&mut cmd);
-    cmd.current_dir(&env.project).args(args);
-    cmd.output().expect("run mirror unprivileged")
+    cmd.current_dir(&env.project);
+    cmd
 }
 
 /// `git fsck --strict` of the shadow exits 0 and reports nothing at all.

@@ -1843,21 +1843,8 @@ fn a_file_that_cannot_be_read_keeps_every_snapshot_after_events_partial() {
     env.write("tier-a/locked.txt", "no access\n");
     open_up_for_nobody(&env);
     chmod(&env.path("tier-a/locked.txt"), 0o000);
-    let mut cmd = if is_root() {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            env!("CARGO_BIN_EXE_mirror"),
-        ]);
-        c
-    } else {
-        Command::new(env!("CARGO_BIN_EXE_mirror"))
-    };
-    env.isolate(&mut cmd);
-    cmd.current_dir(&env.project)
-        .args(["watch", "--debounce", "1s"]);
+    let mut cmd = unprivileged_cmd(&env);
+    cmd.args(["watch", "--debounce", "1s"]);
     let mut w = Watch::spawn(&env, cmd, "watch-unprivileged");
     w.until("the snapshot taken at start", |w| {
         (!snapshot_lines(&w.stdout(), "watch").is_empty()).then_some(())
