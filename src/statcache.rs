@@ -492,6 +492,11 @@ fn checksum_of(data: &[u8]) -> u32 {
 /// Write a sealed cache file at `path` and remove the journal that extended the one it
 /// replaces; its checksum and size, for a journal to extend it.
 pub fn save_base(path: &Path, data: &[u8]) -> Result<(u32, u64)> {
+    // The cache directory may be deleted at any time (docs/format.md says so).
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+    }
     crate::store::write_cache_file(path, data)?;
     // A journal left behind (a failed removal) names the old file's checksum, so it is never
     // replayed onto this one; removing it is tidiness, not safety.
@@ -798,6 +803,14 @@ mod tests {
         let loaded = Cache::load(&path2).unwrap().unwrap();
         assert_eq!(loaded.commit, commit(2));
         assert_ne!(loaded.entries, start.entries);
+    }
+
+    #[test]
+    fn a_cache_directory_deleted_meanwhile_is_made_again() {
+        let (dir, path, mut cache) = saved();
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        step(&mut cache, &path, 2);
+        same(&Cache::load(&path).unwrap().unwrap(), &cache);
     }
 
     #[test]

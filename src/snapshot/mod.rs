@@ -1173,8 +1173,6 @@ fn save_cache(
     mut encoded: Vec<u8>,
 ) -> Result<()> {
     statcache::seal(&mut encoded, commit);
-    let dir = shadow.mirror_dir().join("cache");
-    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
     statcache::save_base(&cache_path(shadow, tier), &encoded).map(|_| ())
 }
 
