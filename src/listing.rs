@@ -466,60 +466,69 @@ impl Change {
 
 /// What changed from `old` to `new`, path by path, in path order.
 pub fn changes<'a>(old: &'a Listing, new: &'a Listing) -> Vec<(&'a BString, Change)> {
-    let mut out = Vec::new();
-    let mut a = old.iter().peekable();
-    let mut b = new.iter().peekable();
-    loop {
-        match (a.peek(), b.peek()) {
-            (Some((pa, ia)), Some((pb, ib))) => match pa.cmp(pb) {
-                std::cmp::Ordering::Less => {
-                    out.push((*pa, Change::Deleted));
-                    a.next();
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push((*pb, Change::Added));
-                    b.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    if ia != ib {
-                        out.push((*pb, Change::Modified));
-                    }
-                    a.next();
-                    b.next();
-                }
-            },
-            (Some((pa, _)), None) => {
-                out.push((*pa, Change::Deleted));
-                a.next();
-            }
-            (None, Some((pb, _))) => {
-                out.push((*pb, Change::Added));
-                b.next();
-            }
-            (None, None) => break,
-        }
-    }
-    out
+    merge_sorted(old, new)
+        .filter_map(|(path, a, b)| match (a, b) {
+            (Some(_), None) => Some((path, Change::Deleted)),
+            (None, Some(_)) => Some((path, Change::Added)),
+            (Some(a), Some(b)) if a != b => Some((path, Change::Modified)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Change counts over files and symlinks (empty directories are not counted).
 pub fn count_changes(old: &Listing, new: &Listing) -> Counts {
     let mut counts = Counts::default();
-    for (path, change) in changes(old, new) {
-        let is_file = match change {
-            Change::Deleted => old[path].mode.is_file(),
-            _ => new[path].mode.is_file(),
-        };
-        if !is_file {
-            continue;
-        }
-        match change {
-            Change::Added => counts.added += 1,
-            Change::Modified => counts.modified += 1,
-            Change::Deleted => counts.deleted += 1,
-        }
+    for (_, a, b) in merge_sorted(old, new) {
+        counts.count(a, b);
     }
     counts
+}
+
+impl Counts {
+    /// Count one path whose item went from `before` to `after` (`None`: absent) by the rule
+    /// every count follows: files and links count, empty directories do not; a change counts
+    /// by what the path holds after it, a deletion by what it held. Whether the items differ.
+    pub fn count(&mut self, before: Option<&Item>, after: Option<&Item>) -> bool {
+        let counter = match (before, after) {
+            (Some(a), Some(b)) if a == b => return false,
+            (None, None) => return false,
+            (Some(_), Some(b)) => b.mode.is_file().then_some(&mut self.modified),
+            (None, Some(b)) => b.mode.is_file().then_some(&mut self.added),
+            (Some(a), None) => a.mode.is_file().then_some(&mut self.deleted),
+        };
+        if let Some(n) = counter {
+            *n += 1;
+        }
+        true
+    }
+}
+
+/// Two sequences sorted by key walked together: each key once, with what each side holds
+/// for it (the key given is the second side's when both have it).
+pub fn merge_sorted<K: Ord, A, B>(
+    a: impl IntoIterator<Item = (K, A)>,
+    b: impl IntoIterator<Item = (K, B)>,
+) -> impl Iterator<Item = (K, Option<A>, Option<B>)> {
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((x, _)), Some((y, _))) => x.cmp(y),
+        };
+        Some(match order {
+            std::cmp::Ordering::Less => a.next().map(|(k, v)| (k, Some(v), None))?,
+            std::cmp::Ordering::Greater => b.next().map(|(k, w)| (k, None, Some(w)))?,
+            std::cmp::Ordering::Equal => {
+                let (_, v) = a.next()?;
+                let (k, w) = b.next()?;
+                (k, Some(v), Some(w))
+            }
+        })
+    })
 }
 
 #[cfg(test)]

@@ -297,55 +297,18 @@ fn diff(
     let mut counts = Counts::default();
     let mut committed: Vec<BString> = Vec::new();
     let mut change = statcache::Change::default();
-    let mut before = old.into_iter().peekable();
-    let mut after = fresh.into_iter().peekable();
-    loop {
-        let order = match (before.peek(), after.peek()) {
-            (None, None) => break,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some((a, _)), Some((b, _))) => (*a).cmp(b),
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                let Some((path, gone)) = before.next() else {
-                    break;
-                };
-                if gone.item.mode.is_file() {
-                    counts.deleted += 1;
-                }
-                committed.push(path.clone());
-                change.removals.push(path.clone());
-            }
-            std::cmp::Ordering::Greater => {
-                let Some((path, new)) = after.next() else {
-                    break;
-                };
-                if new.item.mode.is_file() {
-                    counts.added += 1;
-                }
-                committed.push(path.clone());
-                change.upserts.push((path, new));
-            }
-            std::cmp::Ordering::Equal => {
-                let (Some((_, was)), Some((path, now))) = (before.next(), after.next()) else {
-                    break;
-                };
-                if was.item != now.item {
-                    if now.item.mode.is_file() {
-                        counts.modified += 1;
-                    }
-                    committed.push(path.clone());
-                } else if meta_of(was) != meta_of(&now) {
-                    committed.push(path.clone());
-                }
-                if *was != now {
-                    change.upserts.push((path, now));
-                }
-            }
+    for (path, was, now) in listing::merge_sorted(old, &fresh) {
+        let items_differ = counts.count(was.map(|e| &e.item), now.map(|e| &e.item));
+        if items_differ || was.and_then(&meta_of) != now.and_then(&meta_of) {
+            committed.push(path.clone());
+        }
+        match (was, now) {
+            (Some(was), Some(now)) if was == now => {}
+            (_, Some(now)) => change.upserts.push((path.clone(), now.clone())),
+            (Some(_), None) => change.removals.push(path.clone()),
+            (None, None) => {}
         }
     }
-
     (counts, committed, change)
 }
 

@@ -197,43 +197,19 @@ fn delta<'a>(prev: &'a Previous, scan: &'a Scan) -> Delta<'a> {
         dirty: listing::Dirty::new(),
         same: prev.tip.is_some(),
     };
-    let mut old = prev.recorded_entries().peekable();
-    let mut metas = scan.mtimes.iter().peekable();
-    let deleted = |gone: Recorded<'a>, out: &mut Delta<'a>| {
-        if gone.item.mode.is_file() {
-            out.counts.deleted += 1;
-        }
-        listing::mark_dirty(gone.path, &mut out.dirty);
-        out.same = false;
-    };
-    for (path, item) in &scan.listing {
-        let meta = metas.next_if(|(p, _)| *p == path).map(|(_, m)| *m);
-        while let Some(gone) = old.next_if(|r| r.path < path) {
-            deleted(gone, &mut out);
-        }
-        let before = old.next_if(|r| r.path == path);
-        let changed = match &before {
-            None => {
-                if item.mode.is_file() {
-                    out.counts.added += 1;
-                }
-                true
-            }
-            Some(was) if was.item != *item => {
-                if item.mode.is_file() {
-                    out.counts.modified += 1;
-                }
-                true
-            }
-            Some(was) => was.meta != meta,
-        };
-        if changed {
+    // The scan's metadata covers a subset of its listing's paths.
+    let now = listing::merge_sorted(&scan.mtimes, &scan.listing)
+        .filter_map(|(path, meta, item)| Some((path, (*item?, meta.copied()))));
+    let before = prev.recorded_entries().map(|r| (r.path, (r.item, r.meta)));
+    for (path, was, now) in listing::merge_sorted(before, now) {
+        let items_differ = out.counts.count(
+            was.as_ref().map(|(item, _)| item),
+            now.as_ref().map(|(item, _)| item),
+        );
+        if items_differ || was.map(|(_, m)| m) != now.map(|(_, m)| m) {
             listing::mark_dirty(path, &mut out.dirty);
             out.same = false;
         }
-    }
-    for gone in old {
-        deleted(gone, &mut out);
     }
     out
 }
@@ -1107,17 +1083,14 @@ fn encode_cache(scan: &Scan) -> Vec<u8> {
 /// What the stat cache of the tip must change to become the scan's: one pass over both.
 fn cache_change(cache: &Cache, scan: &Scan) -> statcache::Change {
     let mut change = statcache::Change::default();
-    let mut cached = cache.entries.iter().peekable();
-    for (path, entry) in scan_entries(scan) {
-        while let Some((gone, _)) = cached.next_if(|(p, _)| *p < path) {
-            change.removals.push(gone.clone());
-        }
-        match cached.next_if(|(p, _)| *p == path) {
-            Some((_, was)) if *was == entry => {}
-            _ => change.upserts.push((path.clone(), entry)),
+    for (path, was, now) in listing::merge_sorted(&cache.entries, scan_entries(scan)) {
+        match (was, now) {
+            (Some(was), Some(now)) if *was == now => {}
+            (_, Some(now)) => change.upserts.push((path.clone(), now)),
+            (Some(_), None) => change.removals.push(path.clone()),
+            (None, None) => {}
         }
     }
-    change.removals.extend(cached.map(|(p, _)| p.clone()));
     change
 }
 
