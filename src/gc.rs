@@ -8,15 +8,20 @@
 //! packed too (a backup keeps everything; `git gc --prune` is the user's call). Packs marked
 //! `.keep` are left alone, as git does.
 //!
+//! A blob that was a delta in a pack being merged stays one: it is encoded again against the
+//! same base (its offset changes), which the merge writes first.
+//!
 //! With `deltas`, `git repack -a -d` then rewrites everything with deltas between similar
 //! objects: a smaller repository, at the cost of git's time and memory (docs/performance.md).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use gix::ObjectId;
 
+use crate::delta;
 use crate::pack::{PackBuffer, Prepared, BUFFER_LIMIT};
 use crate::progress::Progress;
 use crate::store::Shadow;
@@ -31,6 +36,12 @@ pub const AUTO_PACKS: usize = 20;
 
 /// Objects above this size are streamed from their loose file into a pack of their own.
 const STREAM_ABOVE: u64 = 8 * 1024 * 1024;
+
+/// git's default `pack.depth`: the longest delta chain a merged pack keeps.
+const GIT_DEPTH: u8 = 50;
+
+/// The memory gc gives the delta bases of the pack it is writing (content and index).
+const BASES_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
@@ -95,9 +106,7 @@ pub fn candidates(shadow: &Shadow) -> Result<Candidates> {
             .with_context(|| format!("{} has no pack beside it", idx.display()))?
             .len();
         // A pack of one object is a large file streamed on its own: already as it should be.
-        // A pack with deltas (`gc --deltas`, git's own gc, a fetch) is smaller than whole
-        // objects could ever be: gathering it would undo that.
-        if size < SMALL_PACK && gatherable(&idx)? {
+        if size < SMALL_PACK && open_index(&idx)?.num_objects() > 1 {
             small_packs.push(idx);
         }
     }
@@ -132,27 +141,34 @@ pub fn auto_wanted(shadow: &Shadow) -> bool {
     small >= AUTO_PACKS
 }
 
-/// Is the (small) pack of this index worth gathering: more than one object, and no delta
-/// entry among them?
-fn gatherable(idx: &Path) -> Result<bool> {
-    use gix::odb::pack;
+/// The objects of a pack in the order they are written in it (a delta's base in the same
+/// pack always comes first), each with the id of its delta base if it is a delta.
+fn pack_order(idx: &Path) -> Result<Vec<(ObjectId, Option<ObjectId>)>> {
+    use gix::odb::pack::data::entry::Header;
     let index = open_index(idx)?;
-    if index.num_objects() <= 1 {
-        return Ok(false);
-    }
     let pack_path = idx.with_extension("pack");
-    let data = pack::data::File::at(&pack_path, gix::hash::Kind::Sha1)
+    let data = gix::odb::pack::data::File::at(&pack_path, gix::hash::Kind::Sha1)
         .with_context(|| format!("could not read pack {}", pack_path.display()))?;
-    for entry in index.iter() {
-        let header = data
-            .entry(entry.pack_offset)
-            .with_context(|| format!("corrupt entry in {}", pack_path.display()))?
-            .header;
-        if header.is_delta() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let mut entries: Vec<(u64, ObjectId)> = index.iter().map(|e| (e.pack_offset, e.oid)).collect();
+    entries.sort();
+    let at_offset: HashMap<u64, ObjectId> = entries.iter().copied().collect();
+    entries
+        .iter()
+        .map(|&(offset, id)| {
+            let header = data
+                .entry(offset)
+                .with_context(|| format!("corrupt entry {id} in {}", pack_path.display()))?
+                .header;
+            let base = match header {
+                Header::OfsDelta { base_distance } => offset
+                    .checked_sub(base_distance)
+                    .and_then(|at| at_offset.get(&at).copied()),
+                Header::RefDelta { base_id } => Some(base_id),
+                _ => None,
+            };
+            Ok((id, base))
+        })
+        .collect()
 }
 
 fn open_index(idx: &Path) -> Result<gix::odb::pack::index::File> {
@@ -219,15 +235,34 @@ fn pack_candidates(
     }
     let in_staying = |id: &gix::oid| staying.iter().any(|i| i.lookup(id).is_some());
     let mut ids: Vec<ObjectId> = found.loose.clone();
+    // Deltas stay deltas against the same base (see the module's doc).
+    let mut base_of: HashMap<ObjectId, ObjectId> = HashMap::new();
     for idx in &found.small_packs {
-        ids.extend(open_index(idx)?.iter().map(|e| e.oid));
+        for (id, base) in pack_order(idx)? {
+            ids.push(id);
+            if let Some(base) = base {
+                base_of.insert(id, base);
+            }
+        }
     }
     let mut seen = HashSet::new();
     ids.retain(|id| seen.insert(*id) && !in_staying(id));
+    // How many objects still to come are deltas against each base.
+    let mut dependents: HashMap<ObjectId, usize> = HashMap::new();
+    for id in &ids {
+        if let Some(base) = base_of.get(id) {
+            *dependents.entry(*base).or_default() += 1;
+        }
+    }
+    // The content of bases in the pack being written, until their last dependent is packed
+    // or the pack is written; at most BASES_BYTES of it (past that, objects are packed whole).
+    let mut bases: HashMap<ObjectId, Arc<delta::Base>> = HashMap::new();
+    let mut bases_bytes = 0;
 
     progress.begin("packing", ids.len() as u64);
     let pack_dir = shadow.pack_dir();
-    let mut buffer = PackBuffer::default();
+    // Chains as long as git's own (`pack.depth`): a merged pack keeps git's deltas.
+    let mut buffer = PackBuffer::with_max_depth(GIT_DEPTH);
     let mut written = Vec::new();
     for id in &ids {
         progress.advance(1);
@@ -255,17 +290,40 @@ fn pack_candidates(
         let object = shadow
             .repo
             .find_object(*id)
-            .with_context(|| format!("object {id} could not be read; run `mirror verify`"))?;
-        let prepared = Prepared::new(object.kind, &object.data)?;
+            .with_context(|| format!("object {id} could not be read; run `mirror verify`"))?
+            .detach();
+        let mut prepared = Prepared::new(object.kind, &object.data)?;
         if prepared.id != *id {
             bail!(
                 "object {id} is corrupt (its content hashes to {}); run `mirror repair`",
                 prepared.id
             );
         }
-        buffer.push(&prepared);
+        if let Some(base_id) = base_of.get(id) {
+            if let Some(base) = bases.get(base_id).filter(|_| buffer.has_base(base_id)) {
+                prepared.try_delta(&object.data, *base_id, base);
+            }
+            let left = dependents.get_mut(base_id).map(|n| {
+                *n -= 1;
+                *n
+            });
+            if left == Some(0) {
+                if let Some(done) = bases.remove(base_id) {
+                    bases_bytes -= done.footprint();
+                }
+            }
+        }
+        let wanted = dependents.get(id).is_some_and(|&n| n > 0)
+            && bases_bytes + object.data.len() * 2 <= BASES_BYTES;
+        if buffer.push_best(&prepared, wanted) {
+            let base = Arc::new(delta::Base::new(object.data));
+            bases_bytes += base.footprint();
+            bases.insert(*id, base);
+        }
         if buffer.bytes() >= BUFFER_LIMIT {
             written.push(buffer.write(&pack_dir)?);
+            bases.clear();
+            bases_bytes = 0;
         }
     }
     if !buffer.is_empty() {

@@ -157,10 +157,17 @@ fn store(
         Ok(opened) => opened,
         Err(why) => return Ok(Err(why)),
     };
-    let oid = match prepare_file_blob(repo, packer.dir(), file, stat.size)? {
+    // rsplit always yields at least one piece.
+    let name = entry
+        .rel
+        .rsplit(|&b| b == b'/')
+        .next()
+        .unwrap_or(&entry.rel);
+    let oid = match prepare_file_blob(repo, packer, name, file, stat.size)? {
         PreparedBlob::Object(object) => {
-            packer.add(&object)?;
-            object.id
+            let id = object.id;
+            packer.add(object)?;
+            id
         }
         PreparedBlob::Existing(id) => id,
         PreparedBlob::Packed(id) => {

@@ -10,6 +10,7 @@ pub mod clone;
 pub mod config;
 pub mod crypt;
 pub mod dashboard;
+pub mod delta;
 pub mod error;
 pub mod gc;
 pub mod history;

@@ -7,19 +7,27 @@
 //! with its index (v2) when the buffer is full or the snapshot is about to move a ref. A large
 //! object is streamed into a pack of its own, so it is never held whole in memory.
 //!
-//! Packs hold whole objects only (no deltas): every entry is a plain zlib stream, which the
-//! restore path inflates incrementally. `mirror gc --deltas` can ask git for deltas later.
+//! Small blobs may be stored as deltas (`OFS_DELTA`, see [`crate::delta`]) against an earlier
+//! blob of the same pack with the same extension (or, without one, the same name): rustdoc
+//! pages, `node_modules` copies and build scripts are near-copies of each other. Chains are
+//! at most [`MAX_DEPTH`] long, so a restore rebuilds any blob from at most that many deltas.
+//! Large objects are always whole, one plain zlib stream that the restore path inflates
+//! incrementally. `mirror gc --deltas` can still ask git for its thorough delta search later.
 //! A pack and its index are written under temporary names, flushed, then renamed (pack first,
 //! index last: git and gix only look at a pack through its `.idx`), and the directory is
 //! flushed, so a crash leaves either a complete pack or an ignorable `tmp_pack_*` file.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use gix::objs::Kind;
 use gix::ObjectId;
+
+use crate::delta;
 
 /// Flush the buffer into a pack file once it holds this much compressed data. With one
 /// buffer filling while at most one is being written, this bounds the pack writer's memory
@@ -41,16 +49,28 @@ pub enum Level {
 }
 
 impl Level {
-    fn compression(self) -> flate2::Compression {
+    /// For objects streamed through zlib-rs (too large to hold whole for libdeflate).
+    fn stream_compression(self) -> flate2::Compression {
         match self {
             Level::Store => flate2::Compression::none(),
-            Level::Fast => flate2::Compression::new(FAST_LEVEL),
+            Level::Fast => flate2::Compression::new(STREAM_LEVEL),
+        }
+    }
+
+    fn libdeflate_level(self) -> i32 {
+        match self {
+            Level::Store => 0,
+            Level::Fast => FAST_LEVEL,
         }
     }
 }
 
-/// The zlib level for compressible content (see [`Level::Fast`]).
-const FAST_LEVEL: u32 = 1;
+/// libdeflate's level for compressible objects held in memory (measured in
+/// docs/performance.md: level 1 is as fast as zlib-rs's level 1 and 20 % smaller).
+const FAST_LEVEL: i32 = 1;
+
+/// zlib-rs's level for compressible objects streamed into packs of their own.
+const STREAM_LEVEL: u32 = 3;
 
 /// Bytes of content deflated to decide whether an object is worth compressing.
 const SAMPLE: usize = 64 * 1024;
@@ -65,29 +85,52 @@ pub fn level_for(sample: &[u8]) -> Level {
     if sample.len() < 4096 {
         return Level::Fast;
     }
-    let mut out = flate2::write::ZlibEncoder::new(
-        Vec::with_capacity(sample.len()),
-        Level::Fast.compression(),
-    );
-    // Writing into a Vec cannot fail.
-    if out.write_all(sample).is_err() {
-        return Level::Fast;
+    if (deflate(sample, Level::Fast).len() as f64) < sample.len() as f64 * WORTH_IT {
+        Level::Fast
+    } else {
+        Level::Store
     }
-    match out.finish() {
-        Ok(compressed) if (compressed.len() as f64) < sample.len() as f64 * WORTH_IT => Level::Fast,
-        _ => Level::Store,
+}
+
+thread_local! {
+    /// One libdeflate compressor per thread and level: each holds a few hundred KiB of tables
+    /// that would otherwise be allocated for every object.
+    static COMPRESSORS: std::cell::RefCell<[Option<libdeflater::Compressor>; 2]> =
+        const { std::cell::RefCell::new([None, None]) };
+}
+
+/// `data` deflated as hard as it deserves, and the level that was: content no larger than the
+/// sample is judged by deflating it whole, once.
+pub fn deflate_judged(data: &[u8]) -> (Level, Vec<u8>) {
+    if data.len() < 4096 || data.len() > SAMPLE {
+        let level = level_for(data);
+        return (level, deflate(data, level));
+    }
+    let deflated = deflate(data, Level::Fast);
+    if (deflated.len() as f64) < data.len() as f64 * WORTH_IT {
+        (Level::Fast, deflated)
+    } else {
+        (Level::Store, deflate(data, Level::Store))
     }
 }
 
 /// The zlib stream of `data` as a pack entry holds it (the content only, no object header).
 pub fn deflate(data: &[u8], level: Level) -> Vec<u8> {
-    let mut out = flate2::write::ZlibEncoder::new(
-        Vec::with_capacity(data.len() / 2 + 64),
-        level.compression(),
-    );
-    // Writing into a Vec cannot fail; an error here would be a bug in the encoder.
-    out.write_all(data).expect("deflating into memory");
-    out.finish().expect("deflating into memory")
+    COMPRESSORS.with_borrow_mut(|compressors| {
+        let compressor = compressors[level as usize].get_or_insert_with(|| {
+            // Levels 0 and FAST_LEVEL are within libdeflate's 0..=12.
+            let level = libdeflater::CompressionLvl::new(level.libdeflate_level())
+                .expect("a libdeflate level in 0..=12");
+            libdeflater::Compressor::new(level)
+        });
+        let mut out = vec![0; compressor.zlib_compress_bound(data.len())];
+        // The output has the bound libdeflate itself gives for this input, so it fits.
+        let len = compressor
+            .zlib_compress(data, &mut out)
+            .expect("deflating into a buffer of libdeflate's bound");
+        out.truncate(len);
+        out
+    })
 }
 
 /// A blob's id, its level and its deflated content, computed away from the writer (on a
@@ -97,6 +140,17 @@ pub struct Prepared {
     pub kind: Kind,
     pub size: u64,
     pub deflated: Vec<u8>,
+    /// The same object as a smaller delta against a blob already added, when one was found.
+    delta: Option<DeltaForm>,
+    /// The content, to serve as a base for later blobs filed under the same key.
+    base: Option<(Vec<u8>, Arc<delta::Base>)>,
+}
+
+/// An object as a delta: its base, and the delta's size and zlib stream.
+struct DeltaForm {
+    base: ObjectId,
+    size: u64,
+    deflated: Vec<u8>,
 }
 
 impl Prepared {
@@ -111,10 +165,85 @@ impl Prepared {
             id,
             kind,
             size: data.len() as u64,
-            deflated: deflate(data, level_for(data)),
+            deflated: deflate_judged(data).1,
+            delta: None,
+            base: None,
+        }
+    }
+
+    /// Offer the pack this object as a delta against `base` (content `data`), kept when it
+    /// is smaller than the object deflated whole. git's rule: a delta must be under half the
+    /// object, else it is not worth a link in a chain.
+    pub fn try_delta(&mut self, data: &[u8], base_id: ObjectId, base: &delta::Base) {
+        if let Some(raw) = delta::encode(base, data, data.len() / 2) {
+            let deflated = deflate(&raw, Level::Fast);
+            // The delta's entry also names its base (a few bytes more).
+            if deflated.len() + 8 < self.deflated.len() {
+                self.delta = Some(DeltaForm {
+                    base: base_id,
+                    size: raw.len() as u64,
+                    deflated,
+                });
+            }
         }
     }
 }
+
+/// A delta of at most 1/`SURE_DELTA` of its object, deflating to at most 1/`SURE_DEFLATED`,
+/// is taken without deflating the object whole to compare: text deflates to about 1/4, and
+/// a blob that deflates better than 1/20 is rare and small once deflated anyway.
+const SURE_DELTA: usize = 8;
+const SURE_DEFLATED: usize = 20;
+
+/// Blobs smaller than this are not worth a delta (the instructions' overhead is most of it).
+const DELTA_MIN: usize = 64;
+
+/// Blobs larger than this are neither deltified nor kept as bases: the bases a pack writer
+/// holds must stay small next to the snapshot's memory target.
+const DELTA_MAX: usize = 1024 * 1024;
+
+/// The longest chain of deltas a pack writer makes: a restore applies at most this many to
+/// rebuild a blob. (Chains of 2 kept 99 % of the saving of unbounded ones on the benchmark
+/// tree.)
+pub const MAX_DEPTH: u8 = 2;
+
+/// The memory the bases waiting for a delta may hold, content and index; past it they are
+/// dropped and gathered again.
+const WINDOW_BYTES: usize = 16 * 1024 * 1024;
+
+/// What a blob is filed under to find a base for it: its extension (rustdoc's `.html`,
+/// `.js`), or its whole name when it has none (`build-script-build`, `LICENSE`).
+fn delta_key(name: &[u8]) -> &[u8] {
+    match name.iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 => &name[dot..],
+        _ => name,
+    }
+}
+
+/// The latest blob added under each key, content at hand, for the next blob under that key.
+#[derive(Default)]
+struct DeltaWindow {
+    bases: HashMap<Vec<u8>, (ObjectId, Arc<delta::Base>)>,
+    bytes: usize,
+}
+
+impl DeltaWindow {
+    fn offer(&mut self, key: Vec<u8>, id: ObjectId, base: Arc<delta::Base>) {
+        self.bytes += base.footprint();
+        if let Some((_, old)) = self.bases.insert(key, (id, base)) {
+            self.bytes -= old.footprint();
+        }
+        if self.bytes > WINDOW_BYTES {
+            // Bounded memory, simply: a project with that many kinds of file loses only the
+            // deltas of the next blob of each kind.
+            self.bases.clear();
+            self.bytes = 0;
+        }
+    }
+}
+
+/// The pack entry type of a delta against an entry earlier in the same pack.
+const OFS_DELTA: u8 = 6;
 
 fn type_code(kind: Kind) -> u8 {
     match kind {
@@ -127,8 +256,12 @@ fn type_code(kind: Kind) -> u8 {
 
 /// A pack entry's header: type and inflated size, the size in little-endian groups of 7 bits.
 fn entry_header(kind: Kind, size: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10);
-    let mut byte = (type_code(kind) << 4) | (size & 0x0f) as u8;
+    entry_header_of(type_code(kind), size)
+}
+
+fn entry_header_of(type_code: u8, size: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20);
+    let mut byte = (type_code << 4) | (size & 0x0f) as u8;
     let mut rest = size >> 4;
     while rest != 0 {
         out.push(byte | 0x80);
@@ -137,6 +270,19 @@ fn entry_header(kind: Kind, size: u64) -> Vec<u8> {
     }
     out.push(byte);
     out
+}
+
+/// An `OFS_DELTA`'s distance back to its base, as git encodes it: big-endian groups of 7 bits,
+/// each continued group standing for one more than its bits (so no number has two forms).
+fn push_negative_offset(out: &mut Vec<u8>, mut distance: u64) {
+    let mut groups = vec![(distance & 0x7f) as u8];
+    distance >>= 7;
+    while distance != 0 {
+        distance -= 1;
+        groups.push(0x80 | (distance & 0x7f) as u8);
+        distance >>= 7;
+    }
+    out.extend(groups.iter().rev());
 }
 
 fn pack_header(count: u32) -> [u8; 12] {
@@ -155,26 +301,93 @@ struct IndexEntry {
 }
 
 /// Objects waiting to be written as one pack.
-#[derive(Default)]
 pub struct PackBuffer {
     /// The entries, as they will follow the 12-byte pack header.
     data: Vec<u8>,
     entries: Vec<IndexEntry>,
+    /// Offset and chain depth of the entries later ones may be deltas against.
+    bases: HashMap<ObjectId, (u64, u8)>,
+    max_depth: u8,
+}
+
+impl Default for PackBuffer {
+    fn default() -> PackBuffer {
+        PackBuffer::with_max_depth(MAX_DEPTH)
+    }
 }
 
 impl PackBuffer {
+    /// A buffer whose delta chains may be `max_depth` long.
+    pub fn with_max_depth(max_depth: u8) -> PackBuffer {
+        PackBuffer {
+            data: Vec::new(),
+            entries: Vec::new(),
+            bases: HashMap::new(),
+            max_depth,
+        }
+    }
+
+    /// Append an object whole.
     pub fn push(&mut self, object: &Prepared) {
+        self.push_entry(
+            object.id,
+            &entry_header(object.kind, object.size),
+            &object.deflated,
+        );
+    }
+
+    /// Append an object as its delta when its base is in this buffer, else whole; when
+    /// `may_be_base`, remember it as a base for later deltas unless its chain is already as
+    /// long as it may be. Returns whether it was remembered.
+    pub fn push_best(&mut self, object: &Prepared, may_be_base: bool) -> bool {
+        let (offset, depth) = self.push_choosing(object);
+        let remembered = may_be_base && depth < self.max_depth;
+        if remembered {
+            self.bases.insert(object.id, (offset, depth));
+        }
+        remembered
+    }
+
+    /// Is this object in the buffer as a base for deltas?
+    pub fn has_base(&self, id: &gix::oid) -> bool {
+        self.bases.contains_key(id)
+    }
+
+    /// Returns the entry's offset and its depth in a chain of deltas (0 for a whole object).
+    fn push_choosing(&mut self, object: &Prepared) -> (u64, u8) {
+        let offset = 12 + self.data.len() as u64;
+        if let Some(form) = &object.delta {
+            if let Some(&(base_offset, depth)) = self.bases.get(&form.base) {
+                let mut header = entry_header_of(OFS_DELTA, form.size);
+                push_negative_offset(&mut header, offset - base_offset);
+                self.push_entry(object.id, &header, &form.deflated);
+                return (offset, depth + 1);
+            }
+            if let (true, Some((_, base))) = (object.deflated.is_empty(), &object.base) {
+                // The delta was sure but its base went out with the last pack (rare: at most
+                // the few objects prepared while a buffer was being handed over). A sure delta
+                // always keeps its content as a base (it is compressible, see `prepare_blob`).
+                let whole = deflate(base.data(), Level::Fast);
+                let header = entry_header(object.kind, object.size);
+                self.push_entry(object.id, &header, &whole);
+                return (offset, 0);
+            }
+        }
+        self.push(object);
+        (offset, 0)
+    }
+
+    fn push_entry(&mut self, id: ObjectId, header: &[u8], deflated: &[u8]) {
         if self.data.capacity() == 0 {
             // Untouched capacity costs no memory; a reallocation would copy the whole buffer.
             self.data.reserve(BUFFER_LIMIT + LARGEST_BUFFERED);
         }
         let offset = 12 + self.data.len() as u64;
         let start = self.data.len();
-        self.data
-            .extend_from_slice(&entry_header(object.kind, object.size));
-        self.data.extend_from_slice(&object.deflated);
+        self.data.extend_from_slice(header);
+        self.data.extend_from_slice(deflated);
         self.entries.push(IndexEntry {
-            id: object.id,
+            id,
             offset,
             crc32: crc32fast::hash(&self.data[start..]),
         });
@@ -209,6 +422,7 @@ impl PackBuffer {
         file.write_all(checksum.as_bytes())?;
         let entries = std::mem::take(&mut self.entries);
         self.data = Vec::new();
+        self.bases.clear();
         tmp.finish(entries, checksum)
     }
 }
@@ -232,6 +446,8 @@ pub struct Packer {
 struct Packing {
     buffer: PackBuffer,
     written: std::collections::HashSet<ObjectId>,
+    /// Bases for deltas, all in `buffer` (a delta's base must be in its pack).
+    window: DeltaWindow,
 }
 
 impl Packer {
@@ -272,8 +488,82 @@ impl Packer {
             .is_some_and(|p| p.written.contains(id))
     }
 
+    /// Deflate blob `data` (named `name` in its tier) for [`Packer::add`], and try it as a delta
+    /// against the last blob added under the same key.
+    pub fn prepare_blob(&self, id: ObjectId, data: Vec<u8>, name: &[u8]) -> Prepared {
+        let mut object = Prepared {
+            id,
+            kind: Kind::Blob,
+            size: data.len() as u64,
+            deflated: Vec::new(),
+            delta: None,
+            base: None,
+        };
+        if !(DELTA_MIN..=DELTA_MAX).contains(&data.len()) {
+            object.deflated = deflate_judged(&data).1;
+            return object;
+        }
+        let key = delta_key(name);
+        let candidate = self
+            .state()
+            .as_ref()
+            .and_then(|p| p.window.bases.get(key).cloned());
+        let mut raw_delta = None;
+        if let Some((base_id, base)) = candidate {
+            // As in `try_delta`, which this is but for deflating the object whole.
+            if let Some(raw) = delta::encode(&base, &data, data.len() / 2) {
+                raw_delta = Some((base_id, raw));
+            }
+        }
+        // A delta this small beats the whole object however well that deflates: the whole
+        // object is only deflated if the delta cannot be used after all (see `add`). Its
+        // content is compressible: it is mostly its base's, and only compressible blobs are
+        // bases.
+        let delta =
+            raw_delta.map(|(base_id, raw)| (base_id, raw.len(), deflate(&raw, Level::Fast)));
+        let sure = delta.as_ref().is_some_and(|(_, raw_len, deflated)| {
+            *raw_len <= data.len() / SURE_DELTA && deflated.len() <= data.len() / SURE_DEFLATED
+        });
+        let level = if sure {
+            Level::Fast
+        } else {
+            let (level, deflated) = deflate_judged(&data);
+            object.deflated = deflated;
+            level
+        };
+        if let Some((base_id, raw_len, deflated)) = delta {
+            // The delta's entry also names its base (a few bytes more).
+            if sure || deflated.len() + 8 < object.deflated.len() {
+                object.delta = Some(DeltaForm {
+                    base: base_id,
+                    size: raw_len as u64,
+                    deflated,
+                });
+            }
+        }
+        // Incompressible content (ciphertext above all) has nothing to share.
+        if level == Level::Fast {
+            object.base = Some((key.to_vec(), Arc::new(delta::Base::new(data))));
+        }
+        object
+    }
+
     /// Append a prepared object (once: duplicates are dropped); write the buffer out when full.
-    pub fn add(&self, object: &Prepared) -> Result<()> {
+    pub fn add(&self, mut object: Prepared) -> Result<()> {
+        if let (true, Some(form), Some((_, base))) =
+            (object.deflated.is_empty(), &object.delta, &object.base)
+        {
+            let base_here = self
+                .state()
+                .as_ref()
+                .is_some_and(|p| p.buffer.has_base(&form.base));
+            if !base_here {
+                // The base of a sure delta went out with the last pack: deflate the object
+                // whole here, outside the lock (`push_choosing` covers the narrower race).
+                object.deflated = deflate(base.data(), Level::Fast);
+                object.delta = None;
+            }
+        }
         let full = {
             let mut guard = self.state();
             let Some(packing) = guard.as_mut() else {
@@ -290,10 +580,16 @@ impl Packer {
             if !packing.written.insert(object.id) {
                 return Ok(());
             }
-            packing.buffer.push(object);
+            if packing.buffer.push_best(&object, object.base.is_some()) {
+                if let Some((key, base)) = object.base {
+                    packing.window.offer(key, object.id, base);
+                }
+            }
             if packing.buffer.bytes() < BUFFER_LIMIT {
                 return Ok(());
             }
+            // Bases must be in the delta's pack: the next buffer starts without any.
+            packing.window = DeltaWindow::default();
             std::mem::take(&mut packing.buffer)
         };
         let mut full = full;
@@ -370,7 +666,7 @@ pub fn stream_single(
         pack_hash: &mut pack_hash,
         crc: &mut crc,
     };
-    let mut encoder = flate2::write::ZlibEncoder::new(sink, level.compression());
+    let mut encoder = flate2::write::ZlibEncoder::new(sink, level.stream_compression());
     object_hash.update(&first);
     encoder.write_all(&first)?;
     let mut remaining = size - first.len() as u64;
@@ -548,6 +844,79 @@ fn write_index(entries: &[IndexEntry], pack: ObjectId, out: &mut dyn Write) -> R
 mod tests {
     use super::*;
 
+    #[test]
+    fn delta_offsets_are_encoded_as_git_reads_them() {
+        // git's decoder: ofs = c & 0x7f; while c & 0x80 { ofs = ((ofs + 1) << 7) | next & 0x7f }.
+        for (distance, bytes) in [
+            (1u64, vec![0x01]),
+            (127, vec![0x7f]),
+            (128, vec![0x80, 0x00]),
+            (16_511, vec![0xff, 0x7f]),
+            (16_512, vec![0x80, 0x80, 0x00]),
+        ] {
+            let mut out = Vec::new();
+            push_negative_offset(&mut out, distance);
+            assert_eq!(out, bytes, "distance {distance}");
+        }
+    }
+
+    /// Near-copies become deltas in chains of at most MAX_DEPTH, and a delta that was sure of
+    /// its base when prepared but finds it gone with the last pack is stored whole: gix reads
+    /// every object back.
+    #[test]
+    fn deltas_read_back_and_a_delta_without_its_base_is_stored_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo_dir = dir.path().join("r.git");
+        gix::init_bare(&repo_dir).unwrap();
+        let packer = Packer::new(repo_dir.join("objects/pack"));
+        packer.start();
+        let frame = "<nav>the same frame on every page</nav>\n".repeat(200);
+        let pages: Vec<Vec<u8>> = (0..6)
+            .map(|i| format!("{frame}<h1>page {i}</h1>{frame}").into_bytes())
+            .collect();
+        let mut ids = Vec::new();
+        for page in &pages[..5] {
+            let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, Kind::Blob, page).unwrap();
+            packer
+                .add(packer.prepare_blob(id, page.clone(), b"page.html"))
+                .unwrap();
+            ids.push(id);
+        }
+        let depths: Vec<u8> = {
+            let state = packer.state();
+            let buffer = &state.as_ref().unwrap().buffer;
+            ids.iter()
+                .filter_map(|id| buffer.bases.get(id).map(|b| b.1))
+                .collect()
+        };
+        // Page 0 whole, page 1 a delta of it, pages 2-4 deltas of page 1 at the longest
+        // chain: only pages 0 and 1 can be bases.
+        assert_eq!(depths, [0, 1]);
+        // The last page is prepared against a base in this buffer (a sure delta: nothing
+        // deflated whole), then the buffer goes out before it is added.
+        let last = &pages[5];
+        let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, Kind::Blob, last).unwrap();
+        let prepared = packer.prepare_blob(id, last.clone(), b"other.html");
+        assert!(prepared.delta.is_some() && prepared.deflated.is_empty());
+        {
+            let mut state = packer.state();
+            let packing = state.as_mut().unwrap();
+            packing.window = DeltaWindow::default();
+            std::mem::take(&mut packing.buffer)
+                .write(packer.dir())
+                .unwrap();
+        }
+        packer.add(prepared).unwrap();
+        ids.push(id);
+        packer.finish().unwrap();
+
+        let repo = gix::open(&repo_dir).unwrap();
+        for (id, page) in ids.iter().zip(&pages) {
+            let object = repo.find_object(*id).unwrap();
+            assert_eq!(&object.data, page, "{id}");
+        }
+    }
+
     /// Review: an index with offsets at and above 2^31 (the large-offset table) reads back
     /// through gix with the right offsets and CRCs, fan-out and checksum included.
     #[test]
@@ -625,7 +994,7 @@ mod tests {
             let data = noise(1 << 20, ids.len() as u64 + 1);
             let object = Prepared::new(Kind::Blob, &data).unwrap();
             ids.push(object.id);
-            if let Err(err) = packer.add(&object) {
+            if let Err(err) = packer.add(object) {
                 break err;
             }
             assert!(

@@ -70,7 +70,17 @@ pub struct Shadow {
     pub packer: crate::pack::Packer,
     /// The pack indexes, opened once, for streaming packed blobs (see [`Shadow::open_blob`]).
     packs: std::cell::RefCell<Vec<OpenPack>>,
+    /// Delta bases rebuilt lately, by (pack inode, offset): a restore in tree order meets the
+    /// same base for many blobs in a row (see [`Shadow::rebuild_packed`]).
+    bases: std::cell::RefCell<std::collections::VecDeque<(BaseKey, std::sync::Arc<Vec<u8>>)>>,
 }
+
+/// A pack entry: the pack file's inode and the entry's offset.
+type BaseKey = (u64, u64);
+
+/// How many rebuilt delta bases a shadow keeps, and the largest it keeps.
+const BASE_CACHE: usize = 16;
+const BASE_CACHE_MAX: usize = 1024 * 1024;
 
 struct OpenPack {
     index: gix::odb::pack::index::File,
@@ -203,6 +213,7 @@ impl Shadow {
             unsynced: Default::default(),
             packer: crate::pack::Packer::new(path.join("objects").join("pack")),
             packs: Default::default(),
+            bases: Default::default(),
         })
     }
 
@@ -363,7 +374,7 @@ impl Shadow {
         }
         if self.packer.is_active() {
             self.packer
-                .add(&crate::pack::Prepared::with_id(id, kind, data))?;
+                .add(crate::pack::Prepared::with_id(id, kind, data))?;
             return Ok(id);
         }
         self.repo
@@ -515,9 +526,9 @@ impl Shadow {
                 if let Some(found) = self.open_packed_blob(oid)? {
                     return Ok(found);
                 }
-                // A deltified entry must be reconstructed from its base: only gix can do that,
-                // and it does so in memory. Git never deltifies blobs above
-                // core.bigFileThreshold (512 MiB), so large files do not end up here.
+                // A delta mirror does not rebuild itself (its base in another pack, a chain
+                // deeper than MAX_CHAIN, an entry above REBUILT_MAX): gix does, in memory. Git
+                // never deltifies blobs above core.bigFileThreshold (512 MiB).
                 let blob = self.repo.find_blob(oid).with_context(|| {
                     format!("blob {hex} is missing from {}", self.path.display())
                 })?;
@@ -535,9 +546,10 @@ impl Shadow {
         }
     }
 
-    /// Stream a blob stored whole (undeltified) in a pack, as mirror writes them (and as
-    /// `git gc` leaves large ones): the entry is a plain zlib stream, inflated incrementally
-    /// with positioned reads of the pack. `None` when no pack has it undeltified.
+    /// Stream a blob from a pack with positioned reads: stored whole (every blob above 1 MiB
+    /// mirror writes, and large ones of `git gc`), the entry is a plain zlib stream inflated
+    /// incrementally; a delta is rebuilt in memory from its chain in the same pack. `None`
+    /// when no pack has it, or its chain leaves the pack (see [`Shadow::rebuild_packed`]).
     fn open_packed_blob(&self, oid: &gix::oid) -> Result<Option<(u64, Box<dyn Read + '_>)>> {
         let found = self.find_packed(oid)?;
         let found = match found {
@@ -545,6 +557,8 @@ impl Shadow {
             // A pack written since the list was read (by this process or another): look again.
             None => {
                 self.packs.borrow_mut().clear();
+                // Cached bases are keyed by pack inode, which a removed pack frees for reuse.
+                self.bases.borrow_mut().clear();
                 self.find_packed(oid)?
             }
         };
@@ -556,8 +570,21 @@ impl Shadow {
             .with_context(|| format!("could not read {}", pack_path.display()))?;
         let (type_code, size, header_len) = parse_entry_header(&head[..n])
             .with_context(|| format!("corrupt entry for {oid} in {}", pack_path.display()))?;
+        if type_code == OFS_DELTA || type_code == REF_DELTA {
+            // Rebuilt in memory from its chain, read the same way (mapping the pack through
+            // gix would count every page it touches as this process's memory).
+            let rebuilt = self
+                .rebuild_packed(&file, offset, 0)
+                .with_context(|| format!("corrupt entry for {oid} in {}", pack_path.display()))?;
+            return Ok(rebuilt.map(|data| {
+                let size = data.len() as u64;
+                let reader: Box<dyn Read + '_> =
+                    Box::new(VerifyingReader::new(io::Cursor::new(data), oid, size));
+                (size, reader)
+            }));
+        }
         if type_code != 3 {
-            // A delta (6, 7) is rebuilt by gix; any other type is not a blob.
+            // Any other type is not a blob.
             return Ok(None);
         }
         // Plain positioned reads, not a mapping: mapped pages of a 1 GiB pack would count as
@@ -574,6 +601,97 @@ impl Shadow {
             size,
             Box::new(VerifyingReader::new(inflate, oid, size)),
         )))
+    }
+
+    /// The content of the pack entry at `offset` of `file`, following delta chains within the pack; `None` when a chain leaves the
+    /// pack or is deeper than [`MAX_CHAIN`] (gix then rebuilds the object).
+    fn rebuild_packed(&self, file: &File, offset: u64, depth: usize) -> Result<Option<Vec<u8>>> {
+        Ok(self.rebuild_entry(file, offset, depth)?.map(|data| {
+            std::sync::Arc::try_unwrap(data).unwrap_or_else(|shared| (*shared).clone())
+        }))
+    }
+
+    /// [`Shadow::rebuild_packed`], sharing the bases it keeps.
+    fn rebuild_entry(
+        &self,
+        file: &File,
+        offset: u64,
+        depth: usize,
+    ) -> Result<Option<std::sync::Arc<Vec<u8>>>> {
+        if depth > MAX_CHAIN {
+            return Ok(None);
+        }
+        let key = (
+            std::os::unix::fs::MetadataExt::ino(&file.metadata()?),
+            offset,
+        );
+        if let Some((_, data)) = self.bases.borrow().iter().find(|(k, _)| *k == key) {
+            return Ok(Some(data.clone()));
+        }
+        let Some(data) = self.rebuild_uncached(file, offset, depth)? else {
+            return Ok(None);
+        };
+        let data = std::sync::Arc::new(data);
+        // Bases (depth > 0) are what is met again; the blob asked for is not kept.
+        if depth > 0 && data.len() <= BASE_CACHE_MAX {
+            let mut bases = self.bases.borrow_mut();
+            if bases.len() == BASE_CACHE {
+                bases.pop_front();
+            }
+            bases.push_back((key, data.clone()));
+        }
+        Ok(Some(data))
+    }
+
+    fn rebuild_uncached(&self, file: &File, offset: u64, depth: usize) -> Result<Option<Vec<u8>>> {
+        let mut head = [0u8; 32];
+        let n = read_at_most(file, &mut head, offset)?;
+        let head = &head[..n];
+        let (type_code, size, header_len) =
+            parse_entry_header(head).context("unreadable entry header")?;
+        let (base_offset, data_at) = match type_code {
+            // A base larger than git ever deltifies is left to gix, which maps the pack.
+            1..=4 if size > REBUILT_MAX => return Ok(None),
+            1..=4 => return inflate_exactly(file, offset + header_len as u64, size).map(Some),
+            OFS_DELTA => {
+                let (distance, len) = parse_negative_offset(&head[header_len..])
+                    .context("unreadable delta base offset")?;
+                let base = offset
+                    .checked_sub(distance)
+                    // After the pack's 12-byte header, and strictly before the delta.
+                    .filter(|&b| b >= 12 && b < offset)
+                    .context("delta base offset out of the pack")?;
+                (base, offset + (header_len + len) as u64)
+            }
+            REF_DELTA => {
+                let base_id = head
+                    .get(header_len..header_len + 20)
+                    .and_then(|b| gix::oid::try_from_bytes(b).ok())
+                    .context("truncated delta base id")?;
+                // The base must be in the same pack as the delta (git's rule for packs on disk).
+                let Some((base_file, _, base)) = self.find_packed(base_id)? else {
+                    return Ok(None);
+                };
+                if !same_file(&base_file, file)? {
+                    return Ok(None);
+                }
+                (base, offset + (header_len + 20) as u64)
+            }
+            other => bail!("entry of unknown type {other}"),
+        };
+        // The base first: a chain holds one delta in memory at a time.
+        let Some(base) = self.rebuild_entry(file, base_offset, depth + 1)? else {
+            return Ok(None);
+        };
+        if size > REBUILT_MAX {
+            return Ok(None);
+        }
+        let delta = inflate_exactly(file, data_at, size)?;
+        Ok(Some(crate::delta::apply(
+            &base,
+            &delta,
+            REBUILT_MAX as usize,
+        )?))
     }
 
     /// The pack file and offset holding `oid`, from the indexes opened so far (opening them
@@ -704,10 +822,12 @@ pub enum PreparedBlob {
 /// a pack of its own in `pack_dir`.
 pub fn prepare_file_blob(
     repo: &gix::Repository,
-    pack_dir: &Path,
+    packer: &crate::pack::Packer,
+    name: &[u8],
     file: File,
     size: u64,
 ) -> Result<PreparedBlob> {
+    let pack_dir = packer.dir();
     let exists = |id: &gix::oid| gix::objs::Exists::exists(&repo.objects, id);
     let prepared = read_exactly(file, size, |exact| {
         if size > STREAM_THRESHOLD {
@@ -723,11 +843,7 @@ pub fn prepare_file_blob(
             Ok(if exists(&id) {
                 PreparedBlob::Existing(id)
             } else {
-                PreparedBlob::Object(crate::pack::Prepared::with_id(
-                    id,
-                    gix::objs::Kind::Blob,
-                    &data,
-                ))
+                PreparedBlob::Object(packer.prepare_blob(id, data, name))
             })
         })
     })?;
@@ -944,6 +1060,58 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// Pack entry types of deltas: against an entry at a distance back, or named by its id.
+const OFS_DELTA: u8 = 6;
+const REF_DELTA: u8 = 7;
+
+/// The longest delta chain mirror rebuilds itself (git's `gc --aggressive` makes 50).
+const MAX_CHAIN: usize = 64;
+
+/// The largest entry or delta target mirror rebuilds itself: git's `core.bigFileThreshold`,
+/// above which git never deltifies. Sizes in a pack are not trusted with more memory.
+const REBUILT_MAX: u64 = 512 * 1024 * 1024;
+
+/// An `OFS_DELTA`'s distance back to its base and the bytes it took (git's encoding: each
+/// continued group of 7 bits stands for one more than its bits).
+fn parse_negative_offset(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut byte = *bytes.first()?;
+    let mut distance = u64::from(byte & 0x7f);
+    let mut i = 0;
+    while byte & 0x80 != 0 {
+        i += 1;
+        byte = *bytes.get(i)?;
+        distance = distance.checked_add(1)?.checked_mul(128)? | u64::from(byte & 0x7f);
+    }
+    Some((distance, i + 1))
+}
+
+/// Exactly `size` bytes inflated from the zlib stream at `offset` of `file`.
+fn inflate_exactly(file: &File, offset: u64, size: u64) -> Result<Vec<u8>> {
+    let reader = PositionedReader {
+        file: file.try_clone()?,
+        offset,
+    };
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(BufReader::with_capacity(64 * 1024, reader))
+        .take(size.saturating_add(1))
+        .read_to_end(&mut out)
+        .context("could not inflate an entry")?;
+    if out.len() as u64 != size {
+        bail!(
+            "an entry inflates to {} bytes, not the {size} it declares",
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+/// Are two handles the same file (device and inode)?
+fn same_file(a: &File, b: &File) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (a.metadata()?, b.metadata()?);
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
 /// A pack entry's type code, inflated size and header length.

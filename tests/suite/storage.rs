@@ -151,6 +151,121 @@ fn a_first_snapshot_goes_into_packs_that_git_verifies() {
     restores_exactly(&env, "restored");
 }
 
+/// Text that deflates poorly on its own (random hex words) but repeats across files.
+fn hex_text(len: usize, seed: u64) -> String {
+    noise(len / 2, seed)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .chunks(8)
+        .map(|w| w.concat())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// (delta entries, longest chain) over every pack, from `git verify-pack -v`.
+fn pack_deltas(env: &Env) -> (usize, usize) {
+    let (mut deltas, mut longest) = (0, 0);
+    for idx in packs(env) {
+        let out = env.git(&["verify-pack", "-v", idx.to_str().unwrap()]);
+        assert_exit(&out, 0, "git verify-pack -v");
+        for line in stdout(&out).lines() {
+            // `<id> <type> <size> <size in pack> <offset> <depth> <base id>` for a delta.
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() == 7 && fields[1] == "blob" {
+                deltas += 1;
+                longest = longest.max(fields[5].parse().unwrap());
+            }
+        }
+    }
+    (deltas, longest)
+}
+
+fn pack_bytes(env: &Env) -> u64 {
+    files_with(&env.shadow.join("objects/pack"), "pack")
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn near_copies_are_packed_as_short_delta_chains_that_git_reads() {
+    let env = Env::new();
+    env.init(&["t=t"]);
+    // Pages sharing a 24 KiB frame around a line of their own (as rustdoc writes them), and
+    // files without an extension sharing their name (build scripts of many crates).
+    let (head, tail) = (hex_text(16_000, 5), hex_text(8_000, 6));
+    for i in 0..80 {
+        env.write(
+            &format!("t/doc/page{i:02}.html"),
+            format!(
+                "{head}\n<h1>page {i}</h1>\n{}\n{tail}",
+                hex_text(300, 100 + i)
+            ),
+        );
+    }
+    let script = hex_text(40_000, 7);
+    for i in 0..20 {
+        env.write(
+            &format!("t/build/crate{i:02}/build-script-build"),
+            format!("{script}{i}"),
+        );
+    }
+    // Incompressible near-copies are stored whole, never deltified (ciphertext is like them).
+    let random = noise(20_000, 8);
+    for i in 0..10u8 {
+        env.write(&format!("t/bin/r{i}.bin"), [&random[..], &[i]].concat());
+    }
+    env.ok(&["snapshot"]);
+
+    let (deltas, longest) = pack_deltas(&env);
+    assert!(deltas >= 80, "only {deltas} of 100 near-copies are deltas");
+    assert!(
+        longest <= 2,
+        "a delta chain of {longest}: restores must stay cheap"
+    );
+    // Every page whole would be 100 x ~20 KiB deflated; as deltas the pack is a fraction.
+    let bytes = pack_bytes(&env);
+    assert!(
+        bytes < 600_000,
+        "{bytes} bytes of packs: the near-copies were not shared"
+    );
+    verify_packs(&env);
+    fsck_clean(&env);
+    every_object_reads(&env);
+    restores_exactly(&env, "restored");
+    // git itself rebuilds each blob from its delta: the restored bytes are the files'.
+    for rel in [
+        "doc/page79.html",
+        "build/crate19/build-script-build",
+        "bin/r9.bin",
+    ] {
+        let out = env.shadow_git(&["cat-file", "blob", &format!("tiers/t:{rel}")]);
+        assert_exit(&out, 0, &format!("git cat-file blob tiers/t:{rel}"));
+        assert_eq!(
+            out.stdout,
+            std::fs::read(env.path(&format!("t/{rel}"))).unwrap()
+        );
+    }
+
+    // gc merges this small pack with the loose objects: the deltas stay deltas.
+    let before = packs(&env);
+    env.ok(&["gc"]);
+    assert_ne!(packs(&env), before, "gc merged nothing");
+    let (kept, longest) = pack_deltas(&env);
+    assert!(kept >= deltas, "gc undid deltas: {deltas} -> {kept}");
+    assert!(longest <= 2, "gc made a chain of {longest}");
+    assert!(
+        pack_bytes(&env) < 600_000,
+        "{} bytes after gc",
+        pack_bytes(&env)
+    );
+    verify_packs(&env);
+    fsck_clean(&env);
+    every_object_reads(&env);
+    restores_exactly(&env, "restored-after-gc");
+}
+
 #[test]
 fn large_files_stream_into_packs_of_their_own_stored_or_compressed_by_content() {
     let env = Env::new();
