@@ -344,8 +344,46 @@ pub fn write_tree_from<V>(
     writer.write(entries, base.map(|b| b.tree))
 }
 
-/// Attach `meta` (a version 2 metadata tree, or a version 1 blob) as the note of `commit`:
-/// one commit on `refs/notes/mirror`, compare-and-swap.
+/// The commit on `refs/notes/mirror` that attaches `meta` (a version 2 metadata tree, or a
+/// version 1 blob) as the note of `commit`, written with its trees but not yet flushed, and
+/// the ref's current value: the caller flushes ([`Shadow::sync`]) and then moves the ref by
+/// compare-and-swap, with [`NOTES_REF`] from that value to this commit.
+pub fn stage_note(
+    shadow: &Shadow,
+    commit: ObjectId,
+    meta: ObjectId,
+    kind: EntryKind,
+    signature: &gix::actor::Signature,
+) -> Result<(ObjectId, Option<ObjectId>)> {
+    let previous = shadow.ref_target(NOTES_REF)?;
+    let base_tree = match previous {
+        Some(c) => Some(shadow.repo.find_commit(c)?.tree_id()?.detach()),
+        None => None,
+    };
+    let hex = commit.to_hex().to_string();
+    let (fan, rest) = hex.split_at(2);
+    let old_fan = match base_tree {
+        Some(tree) => shadow
+            .repo
+            .find_tree(tree)?
+            .find_entry(fan)
+            .and_then(|e| e.mode().is_tree().then(|| e.oid().to_owned())),
+        None => None,
+    };
+    // Trees written through the shadow, not gix's tree editor: they go where the snapshot's
+    // other objects go (its pack, when it writes one).
+    let sub = upsert(shadow, old_fan, rest, kind, meta)?;
+    let tree = upsert(shadow, base_tree, fan, EntryKind::Tree, sub)?;
+    let id = shadow.write_commit(
+        tree,
+        previous,
+        format!("Notes added by 'mirror snapshot' for {commit}\n"),
+        signature,
+    )?;
+    Ok((id, previous))
+}
+
+/// Attach `meta` as the note of `commit` ([`stage_note`], flushed, the ref moved).
 pub fn write_note(
     shadow: &Shadow,
     commit: ObjectId,
@@ -353,38 +391,39 @@ pub fn write_note(
     kind: EntryKind,
     signature: &gix::actor::Signature,
 ) -> Result<()> {
-    let previous = shadow.ref_target(NOTES_REF)?;
-    let base_tree = match previous {
-        Some(c) => shadow.repo.find_commit(c)?.tree_id()?.detach(),
-        None => ObjectId::empty_tree(gix::hash::Kind::Sha1),
+    let (id, previous) = stage_note(shadow, commit, meta, kind, signature)?;
+    shadow.sync()?;
+    shadow.update_ref(NOTES_REF, id, previous, &format!("mirror: {NOTES_REF}"))
+}
+
+/// `tree` (none: empty) with the entry `name` set to `oid` of `kind`, written.
+fn upsert(
+    shadow: &Shadow,
+    tree: Option<ObjectId>,
+    name: &str,
+    kind: EntryKind,
+    oid: ObjectId,
+) -> Result<ObjectId> {
+    let mut entries: Vec<Entry> = match tree {
+        Some(tree) => shadow
+            .repo
+            .find_tree(tree)?
+            .decode()?
+            .entries
+            .iter()
+            .filter(|e| e.filename != name.as_bytes())
+            .map(|e| (*e).into())
+            .collect(),
+        None => Vec::new(),
     };
-    let hex = commit.to_hex().to_string();
-    let (fan, rest) = hex.split_at(2);
-    // The fan-out subtree is edited on its own, so each tree written is one this function
-    // tracks for the flush before the ref moves.
-    let old_fan = shadow.repo.find_tree(base_tree).ok().and_then(|t| {
-        t.find_entry(fan)
-            .filter(|e| e.mode().is_tree())
-            .map(|e| e.oid().to_owned())
+    entries.push(Entry {
+        mode: kind.into(),
+        filename: name.into(),
+        oid,
     });
-    let mut sub = shadow
-        .repo
-        .edit_tree(old_fan.unwrap_or(ObjectId::empty_tree(gix::hash::Kind::Sha1)))?;
-    sub.upsert(rest, kind, meta)?;
-    let sub = sub.write()?.detach();
-    shadow.track(sub);
-    let mut editor = shadow.repo.edit_tree(base_tree)?;
-    editor.upsert(fan, EntryKind::Tree, sub)?;
-    let tree = editor.write()?.detach();
-    shadow.track(tree);
-    shadow.append_commit(
-        NOTES_REF,
-        previous,
-        tree,
-        format!("Notes added by 'mirror snapshot' for {commit}\n"),
-        signature,
-    )?;
-    Ok(())
+    // git's order (a tree's name compares as if it ended in '/').
+    entries.sort();
+    shadow.write_object(&gix::objs::Tree { entries })
 }
 
 #[cfg(test)]

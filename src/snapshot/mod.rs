@@ -1031,6 +1031,12 @@ fn commit_tier(
         None => (None, None),
     };
     shadow.mark_format()?;
+    // The trees, the commit and the note go into one small pack (if the files did not start
+    // one already): three files to flush before the refs move, where as loose objects each
+    // object and its directory would be flushed one by one (measured in docs/performance.md).
+    if !shadow.packer.is_active() {
+        shadow.begin_pack();
+    }
     let (tree, meta_tree) = trees(base, meta_base)?;
     write_tier_commit(
         shadow,
@@ -1056,15 +1062,22 @@ pub(crate) fn write_tier_commit(
     reflog: &str,
 ) -> Result<ObjectId> {
     let id = shadow.write_commit(tree, tip, message, signature)?;
-    shadow.sync()?;
-    // The note goes first: a crash before the ref moves leaves only a note on a dangling
-    // commit, never a recorded commit without its metadata.
-    meta::write_note(
+    let (note, notes_tip) = meta::stage_note(
         shadow,
         id,
         meta_tree,
         gix::objs::tree::EntryKind::Tree,
         signature,
+    )?;
+    // Every object durable before a ref moves.
+    shadow.sync()?;
+    // The note goes first: a crash before the tier ref moves leaves only a note on a
+    // dangling commit, never a recorded commit without its metadata.
+    shadow.update_ref(
+        crate::store::NOTES_REF,
+        note,
+        notes_tip,
+        &format!("mirror: {}", crate::store::NOTES_REF),
     )?;
     shadow.update_ref(&crate::store::tier_ref(tier), id, tip, reflog)?;
     Ok(id)

@@ -333,7 +333,7 @@ fn settle() {
 }
 
 #[test]
-fn a_deep_change_writes_only_the_trees_above_it_loose() {
+fn a_deep_change_writes_only_the_trees_above_it_in_one_small_pack() {
     let env = Env::new();
     env.init(&["t=t"]);
     for a in 0..4 {
@@ -349,8 +349,28 @@ fn a_deep_change_writes_only_the_trees_above_it_loose() {
     let before = all_objects(&env);
     env.write("t/a2/b1/c3.txt", "changed\n");
     env.ok(&["snapshot"]);
-    // A small change stays loose: no pack for a handful of objects.
-    assert_eq!(packs(&env), packs_before, "a one-file change wrote a pack");
+    // The trees, the commit and the note went into one small pack (three files to flush
+    // instead of each object and its directory); the changed file's blob, written while
+    // the tier was read, is loose.
+    let new_packs: Vec<PathBuf> = packs(&env)
+        .into_iter()
+        .filter(|p| !packs_before.contains(p))
+        .collect();
+    assert_eq!(new_packs.len(), 1, "one new pack: {new_packs:?}");
+    let out = env.git(&["verify-pack", "-v", new_packs[0].to_str().unwrap()]);
+    assert_exit(&out, 0, "git verify-pack -v");
+    let kinds: Vec<String> = stdout(&out)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .filter(|k| ["tree", "blob", "commit"].contains(&k.as_str()))
+        .collect();
+    let count = |kind: &str| kinds.iter().filter(|k| *k == kind).count();
+    // The snapshot's commit and the notes commit; the trees below; the records blob.
+    assert_eq!(
+        (count("commit"), count("tree"), count("blob")),
+        (2, 8, 1),
+        "{kinds:?}"
+    );
     let new: Vec<String> = all_objects(&env).difference(&before).cloned().collect();
     let trees = new.iter().filter(|l| l.ends_with(" tree")).count();
     let blobs = new.iter().filter(|l| l.ends_with(" blob")).count();
