@@ -21,8 +21,8 @@ use crate::statcache::Stat;
 use crate::store::{prepare_file_blob, PreparedBlob, Shadow};
 use crate::walk::WalkEntry;
 
-/// Below this many files to read, one thread and loose objects are cheaper than starting
-/// workers and writing a pack (and a small snapshot leaves no small pack behind).
+/// Below this many files to read, one thread and loose blobs are cheaper than starting
+/// workers (the snapshot's trees and commit still go into one small pack).
 pub const PARALLEL_MIN: usize = 64;
 
 /// A file read and stored, or why it could not be read (reported, not fatal).
