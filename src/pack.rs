@@ -477,6 +477,13 @@ impl Packer {
         *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// Drop what is buffered and stop packing, after an operation that failed or found
+    /// nothing to record: no ref points at those objects, and the next objects written
+    /// (an audit entry, another tier's) must not land in this pack.
+    pub fn abandon(&self) {
+        *self.state() = None;
+    }
+
     pub fn is_active(&self) -> bool {
         self.state().is_some()
     }
@@ -843,6 +850,22 @@ fn write_index(entries: &[IndexEntry], pack: ObjectId, out: &mut dyn Write) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn abandon_drops_the_buffer_and_stops_packing() {
+        let dir = tempfile::tempdir().unwrap();
+        let packer = Packer::new(dir.path().join("pack"));
+        packer.start();
+        let object = Prepared::new(Kind::Blob, b"buffered, never referenced").unwrap();
+        let id = object.id;
+        packer.add(object).unwrap();
+        assert!(packer.contains(&id));
+        packer.abandon();
+        assert!(!packer.is_active() && !packer.contains(&id));
+        // Nothing was written, and finishing now writes nothing either.
+        assert_eq!(packer.finish().unwrap(), None);
+        assert!(!dir.path().join("pack").exists());
+    }
 
     #[test]
     fn delta_offsets_are_encoded_as_git_reads_them() {

@@ -88,6 +88,10 @@ struct OpenPack {
     pack_path: PathBuf,
 }
 
+/// Pack indexes one process can track at least (see [`Shadow::open`]); a slot is a few
+/// hundred bytes.
+const PACK_SLOTS: usize = 4096;
+
 /// Above this many new objects one `syncfs` beats an `fsync` per object.
 const FSYNC_EACH_LIMIT: usize = 128;
 
@@ -182,7 +186,16 @@ impl Shadow {
     }
 
     pub fn open(path: &Path) -> Result<Shadow> {
-        let repo = gix::open_opts(path, gix::open::Options::isolated()).with_context(|| {
+        // gix tracks a fixed number of pack indexes per process, by default 1.1 times the
+        // packs on disk at opening (at least 32). A long-running watch writes a small pack
+        // per snapshot and many more per large one; past the slots every lookup would fail
+        // until the process restarts.
+        let slots = gix::odb::store::init::Slots::AsNeededByDiskState {
+            multiplier: 2.0,
+            minimum: PACK_SLOTS,
+        };
+        let options = gix::open::Options::isolated().object_store_slots(slots);
+        let repo = gix::open_opts(path, options).with_context(|| {
             format!(
                 "could not open shadow repository {} — check `shadow:` in mirror.yaml",
                 path.display()
@@ -1145,5 +1158,33 @@ impl Read for PositionedReader {
         let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.offset)?;
         self.offset += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review: gix tracks a fixed number of pack indexes per process; a long-running watch
+    /// writes packs after opening the shadow and must still find objects in the newest.
+    #[test]
+    fn objects_in_many_packs_written_after_opening_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let shadow = Shadow::create(&dir.path().join("s.git"), dir.path(), "t").unwrap();
+        let mut last = None;
+        for i in 0..80u32 {
+            let mut buffer = crate::pack::PackBuffer::default();
+            for j in 0..2u32 {
+                let data = format!("pack {i} object {j}");
+                let object =
+                    crate::pack::Prepared::new(gix::objs::Kind::Blob, data.as_bytes()).unwrap();
+                last = Some((object.id, data));
+                buffer.push(&object);
+            }
+            buffer.write(&shadow.pack_dir()).unwrap();
+        }
+        let (id, data) = last.unwrap();
+        let found = shadow.repo.find_object(id).unwrap();
+        assert_eq!(found.data, data.as_bytes());
     }
 }

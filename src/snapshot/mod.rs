@@ -762,6 +762,9 @@ pub fn snapshot_held(
             progress,
         )
         .with_context(|| format!("tier '{}'", tier.name));
+        // A tier that failed, or had nothing new, may have left packing started: its
+        // buffered objects are unreferenced, and the next tier starts afresh.
+        shadow.packer.abandon();
         results.push((tier.name.clone(), result));
     }
     Ok(results)

@@ -598,3 +598,29 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// Replace every pack of the shadow by its objects, loose (`git unpack-objects`).
+pub fn unpack_all(env: &Env) {
+    let pack_dir = env.shadow.join("objects/pack");
+    let aside = env.root().join("packs-unpacked");
+    std::fs::create_dir_all(&aside).unwrap();
+    for entry in std::fs::read_dir(&pack_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pack") {
+            // Moved out first: unpack-objects writes only objects the repository lacks.
+            let idx = path.with_extension("idx");
+            let moved = aside.join(path.file_name().unwrap());
+            std::fs::rename(&path, &moved).unwrap();
+            std::fs::remove_file(&idx).unwrap();
+            let mut git = std::process::Command::new("git");
+            env.isolate(&mut git);
+            let out = git
+                .args(["unpack-objects", "-q"])
+                .env("GIT_DIR", &env.shadow)
+                .stdin(std::fs::File::open(&moved).unwrap())
+                .output()
+                .unwrap();
+            assert_exit(&out, 0, "git unpack-objects");
+        }
+    }
+}

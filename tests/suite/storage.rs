@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::common::{assert_exit, fsck_clean, note_spec, stderr, stdout, tree, Env};
+use crate::common::{assert_exit, fsck_clean, note_spec, stderr, stdout, tree, unpack_all, Env};
 
 /// Files of `dir` with extension `ext`.
 fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -406,6 +406,46 @@ fn a_deep_change_writes_only_the_trees_above_it_in_one_small_pack() {
     assert_exit(&out, 0, "git diff-tree");
     assert_eq!(stdout(&out), "a2\na2/b1\na2/b1/c3.txt\n");
     fsck_clean(&env);
+}
+
+/// Review: a snapshot that fails after it started its pack (here: a metadata tree of the tip
+/// is missing, found once the tier's new trees are buffered) drops what it buffered; the
+/// audit entry of the failure must not land in that pack.
+#[test]
+fn a_failed_snapshot_leaves_no_pack_behind() {
+    let env = Env::new();
+    env.init(&["t=t"]);
+    env.write("t/a/b/c.txt", "c\n");
+    env.write("t/d.txt", "d\n");
+    settle();
+    env.ok(&["snapshot"]);
+    unpack_all(&env);
+    let tip = stdout(&env.shadow_git(&["rev-parse", "tiers/t"]))
+        .trim()
+        .to_owned();
+    let spec = format!("{}/+a", note_spec(&env, &tip).expect("a note"));
+    let out = env.shadow_git(&["rev-parse", &spec]);
+    assert_exit(&out, 0, "git rev-parse of the note's subtree");
+    let subtree = stdout(&out).trim().to_owned();
+    std::fs::remove_file(
+        env.shadow
+            .join("objects")
+            .join(&subtree[..2])
+            .join(&subtree[2..]),
+    )
+    .unwrap();
+    env.write("t/a/b/c.txt", "changed\n");
+    let before = packs(&env);
+    let out = env.mirror(&["snapshot"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a snapshot on a broken tip succeeded"
+    );
+    assert_eq!(packs(&env), before, "the failed snapshot left a pack");
+    // The failure is in the audit trail all the same.
+    let out = env.shadow_git(&["log", "-1", "--format=%s", "refs/mirror/audit"]);
+    assert!(stdout(&out).contains("snapshot"), "{}", stdout(&out));
 }
 
 #[test]
