@@ -409,8 +409,9 @@ fn a_deep_change_writes_only_the_trees_above_it_in_one_small_pack() {
 }
 
 /// Review: a snapshot that fails after it started its pack (here: a metadata tree of the tip
-/// is missing, found once the tier's new trees are buffered) drops what it buffered; the
-/// audit entry of the failure must not land in that pack.
+/// is missing, found once the tier's new trees are buffered) leaves no pack, and its failure
+/// is audited. (The CLI audits through a shadow of its own; the watch's shared shadow relies
+/// on `Packer::abandon` after each tier, tested in `pack.rs`.)
 #[test]
 fn a_failed_snapshot_leaves_no_pack_behind() {
     let env = Env::new();
