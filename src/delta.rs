@@ -323,6 +323,7 @@ pub fn apply(base: &[u8], delta: &[u8], max_target: usize) -> Result<Vec<u8>, Co
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pack::tests::noise;
 
     fn apply(base: &[u8], delta: &[u8]) -> Vec<u8> {
         super::apply(base, delta, usize::MAX).unwrap()
@@ -333,18 +334,6 @@ mod tests {
         let delta = encode(&indexed, target, usize::MAX).unwrap();
         assert_eq!(apply(base, &delta), target);
         delta
-    }
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]

@@ -848,7 +848,7 @@ fn write_index(entries: &[IndexEntry], pack: ObjectId, out: &mut dyn Write) -> R
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -992,8 +992,8 @@ mod tests {
         assert_eq!(entry_header(Kind::Commit, 0x1234), vec![0x94, 0xa3, 0x02]);
     }
 
-    /// Incompressible bytes (xorshift), deterministic per seed.
-    fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    /// Incompressible bytes (xorshift), deterministic per (non-zero) seed.
+    pub(crate) fn noise(len: usize, mut seed: u64) -> Vec<u8> {
         (0..len)
             .map(|_| {
                 seed ^= seed << 13;
