@@ -499,9 +499,9 @@ impl Shadow {
         self.write_buf(gix::objs::Kind::Blob, data)
     }
 
-    /// Open a blob for streaming. Loose objects (everything mirror writes) are inflated
-    /// incrementally and their hash verified at the end; packed objects (after a user's
-    /// `git gc` or a fetch) are loaded whole because gix has no streaming pack reader.
+    /// Open a blob for streaming, its hash verified at the end. Loose objects and whole pack
+    /// entries are inflated incrementally; a delta is rebuilt in memory from its chain
+    /// (mirror's are small blobs), by gix when the chain leaves its pack.
     pub fn open_blob(&self, oid: &gix::oid) -> Result<(u64, Box<dyn Read + '_>)> {
         let hex = oid.to_hex().to_string();
         let loose = self.loose_path(oid);
