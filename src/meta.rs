@@ -383,19 +383,6 @@ pub fn stage_note(
     Ok((id, previous))
 }
 
-/// Attach `meta` as the note of `commit` ([`stage_note`], flushed, the ref moved).
-pub fn write_note(
-    shadow: &Shadow,
-    commit: ObjectId,
-    meta: ObjectId,
-    kind: EntryKind,
-    signature: &gix::actor::Signature,
-) -> Result<()> {
-    let (id, previous) = stage_note(shadow, commit, meta, kind, signature)?;
-    shadow.sync()?;
-    shadow.update_ref(NOTES_REF, id, previous, &format!("mirror: {NOTES_REF}"))
-}
-
 /// `tree` (none: empty) with the entry `name` set to `oid` of `kind`, written.
 fn upsert(
     shadow: &Shadow,

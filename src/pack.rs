@@ -82,14 +82,16 @@ const WORTH_IT: f64 = 0.97;
 /// bytes compress badly whatever they are, and cost nothing either way.
 pub fn level_for(sample: &[u8]) -> Level {
     let sample = &sample[..sample.len().min(SAMPLE)];
-    if sample.len() < 4096 {
-        return Level::Fast;
-    }
-    if (deflate(sample, Level::Fast).len() as f64) < sample.len() as f64 * WORTH_IT {
+    if sample.len() < 4096 || saves_enough(deflate(sample, Level::Fast).len(), sample.len()) {
         Level::Fast
     } else {
         Level::Store
     }
+}
+
+/// Did deflating `len` bytes into `deflated` save enough to be worth it?
+fn saves_enough(deflated: usize, len: usize) -> bool {
+    (deflated as f64) < len as f64 * WORTH_IT
 }
 
 thread_local! {
@@ -107,7 +109,7 @@ pub fn deflate_judged(data: &[u8]) -> (Level, Vec<u8>) {
         return (level, deflate(data, level));
     }
     let deflated = deflate(data, Level::Fast);
-    if (deflated.len() as f64) < data.len() as f64 * WORTH_IT {
+    if saves_enough(deflated.len(), data.len()) {
         (Level::Fast, deflated)
     } else {
         (Level::Store, deflate(data, Level::Store))
@@ -171,22 +173,45 @@ impl Prepared {
         }
     }
 
-    /// Offer the pack this object as a delta against `base` (content `data`), kept when it
-    /// is smaller than the object deflated whole. git's rule: a delta must be under half the
-    /// object, else it is not worth a link in a chain.
+    /// Offer the pack this object (content `data`) as a delta against `base`, kept when it
+    /// is smaller than the object deflated whole.
     pub fn try_delta(&mut self, data: &[u8], base_id: ObjectId, base: &delta::Base) {
-        if let Some(raw) = delta::encode(base, data, data.len() / 2) {
-            let deflated = deflate(&raw, Level::Fast);
-            // The delta's entry also names its base (a few bytes more).
-            if deflated.len() + 8 < self.deflated.len() {
-                self.delta = Some(DeltaForm {
-                    base: base_id,
-                    size: raw.len() as u64,
-                    deflated,
-                });
-            }
+        if let Some(form) = deflated_delta(base_id, base, data) {
+            self.take_delta(form, false);
         }
     }
+
+    /// Keep `form` if it is smaller than the object deflated whole, or if `sure` (see
+    /// [`SURE_DELTA`]: then the object was not deflated whole at all).
+    fn take_delta(&mut self, form: DeltaForm, sure: bool) {
+        // The delta's entry also names its base (a few bytes more).
+        if sure || form.deflated.len() + 8 < self.deflated.len() {
+            self.delta = Some(form);
+        }
+    }
+
+    /// The object's whole zlib stream: deflated now if it was not (a sure delta, see
+    /// `prepare_blob`, whose base went out with the last pack; its content is the base it
+    /// offers, being compressible).
+    fn whole(&self) -> std::borrow::Cow<'_, [u8]> {
+        match &self.base {
+            Some((_, base)) if self.deflated.is_empty() => {
+                std::borrow::Cow::Owned(deflate(base.data(), Level::Fast))
+            }
+            _ => std::borrow::Cow::Borrowed(&self.deflated),
+        }
+    }
+}
+
+/// `data` as a deflated delta against `base` (`base_id`). git's rule: a delta must be under
+/// half the object, else it is not worth a link in a chain.
+fn deflated_delta(base_id: ObjectId, base: &delta::Base, data: &[u8]) -> Option<DeltaForm> {
+    let raw = delta::encode(base, data, data.len() / 2)?;
+    Some(DeltaForm {
+        base: base_id,
+        size: raw.len() as u64,
+        deflated: deflate(&raw, Level::Fast),
+    })
 }
 
 /// A delta of at most 1/`SURE_DELTA` of its object, deflating to at most 1/`SURE_DEFLATED`,
@@ -332,7 +357,7 @@ impl PackBuffer {
         self.push_entry(
             object.id,
             &entry_header(object.kind, object.size),
-            &object.deflated,
+            &object.whole(),
         );
     }
 
@@ -362,15 +387,6 @@ impl PackBuffer {
                 push_negative_offset(&mut header, offset - base_offset);
                 self.push_entry(object.id, &header, &form.deflated);
                 return (offset, depth + 1);
-            }
-            if let (true, Some((_, base))) = (object.deflated.is_empty(), &object.base) {
-                // The delta was sure but its base went out with the last pack (rare: at most
-                // the few objects prepared while a buffer was being handed over). A sure delta
-                // always keeps its content as a base (it is compressible, see `prepare_blob`).
-                let whole = deflate(base.data(), Level::Fast);
-                let header = entry_header(object.kind, object.size);
-                self.push_entry(object.id, &header, &whole);
-                return (offset, 0);
             }
         }
         self.push(object);
@@ -515,21 +531,15 @@ impl Packer {
             .state()
             .as_ref()
             .and_then(|p| p.window.bases.get(key).cloned());
-        let mut raw_delta = None;
-        if let Some((base_id, base)) = candidate {
-            // As in `try_delta`, which this is but for deflating the object whole.
-            if let Some(raw) = delta::encode(&base, &data, data.len() / 2) {
-                raw_delta = Some((base_id, raw));
-            }
-        }
+        // `try_delta`, but for deflating the object whole only when needed.
+        let delta = candidate.and_then(|(base_id, base)| deflated_delta(base_id, &base, &data));
         // A delta this small beats the whole object however well that deflates: the whole
-        // object is only deflated if the delta cannot be used after all (see `add`). Its
-        // content is compressible: it is mostly its base's, and only compressible blobs are
-        // bases.
-        let delta =
-            raw_delta.map(|(base_id, raw)| (base_id, raw.len(), deflate(&raw, Level::Fast)));
-        let sure = delta.as_ref().is_some_and(|(_, raw_len, deflated)| {
-            *raw_len <= data.len() / SURE_DELTA && deflated.len() <= data.len() / SURE_DEFLATED
+        // object is only deflated if the delta cannot be used after all (`Prepared::whole`).
+        // Its content is compressible: it is mostly its base's, and only compressible blobs
+        // are bases.
+        let sure = delta.as_ref().is_some_and(|form| {
+            form.size as usize <= data.len() / SURE_DELTA
+                && form.deflated.len() <= data.len() / SURE_DEFLATED
         });
         let level = if sure {
             Level::Fast
@@ -538,15 +548,8 @@ impl Packer {
             object.deflated = deflated;
             level
         };
-        if let Some((base_id, raw_len, deflated)) = delta {
-            // The delta's entry also names its base (a few bytes more).
-            if sure || deflated.len() + 8 < object.deflated.len() {
-                object.delta = Some(DeltaForm {
-                    base: base_id,
-                    size: raw_len as u64,
-                    deflated,
-                });
-            }
+        if let Some(form) = delta {
+            object.take_delta(form, sure);
         }
         // Incompressible content (ciphertext above all) has nothing to share.
         if level == Level::Fast {
@@ -557,17 +560,15 @@ impl Packer {
 
     /// Append a prepared object (once: duplicates are dropped); write the buffer out when full.
     pub fn add(&self, mut object: Prepared) -> Result<()> {
-        if let (true, Some(form), Some((_, base))) =
-            (object.deflated.is_empty(), &object.delta, &object.base)
-        {
+        if let (true, Some(form)) = (object.deflated.is_empty(), &object.delta) {
             let base_here = self
                 .state()
                 .as_ref()
                 .is_some_and(|p| p.buffer.has_base(&form.base));
             if !base_here {
                 // The base of a sure delta went out with the last pack: deflate the object
-                // whole here, outside the lock (`push_choosing` covers the narrower race).
-                object.deflated = deflate(base.data(), Level::Fast);
+                // whole here, outside the lock (`push` covers the narrower race).
+                object.deflated = object.whole().into_owned();
                 object.delta = None;
             }
         }

@@ -587,7 +587,7 @@ impl Shadow {
             // Rebuilt in memory from its chain, read the same way (mapping the pack through
             // gix would count every page it touches as this process's memory).
             let rebuilt = self
-                .rebuild_packed(&file, offset, 0)
+                .rebuild_packed(&file, offset)
                 .with_context(|| format!("corrupt entry for {oid} in {}", pack_path.display()))?;
             return Ok(rebuilt.map(|data| {
                 let size = data.len() as u64;
@@ -616,10 +616,15 @@ impl Shadow {
         )))
     }
 
-    /// The content of the pack entry at `offset` of `file`, following delta chains within the pack; `None` when a chain leaves the
-    /// pack or is deeper than [`MAX_CHAIN`] (gix then rebuilds the object).
-    fn rebuild_packed(&self, file: &File, offset: u64, depth: usize) -> Result<Option<Vec<u8>>> {
-        Ok(self.rebuild_entry(file, offset, depth)?.map(|data| {
+    /// The content of the pack entry at `offset` of `file`, following delta chains within
+    /// the pack; `None` when a chain leaves the pack or is deeper than [`MAX_CHAIN`] (gix then
+    /// rebuilds the object).
+    fn rebuild_packed(&self, file: &File, offset: u64) -> Result<Option<Vec<u8>>> {
+        let pack = PackFile {
+            file,
+            ino: std::os::unix::fs::MetadataExt::ino(&file.metadata()?),
+        };
+        Ok(self.rebuild_entry(&pack, offset, 0)?.map(|data| {
             std::sync::Arc::try_unwrap(data).unwrap_or_else(|shared| (*shared).clone())
         }))
     }
@@ -627,21 +632,18 @@ impl Shadow {
     /// [`Shadow::rebuild_packed`], sharing the bases it keeps.
     fn rebuild_entry(
         &self,
-        file: &File,
+        pack: &PackFile,
         offset: u64,
         depth: usize,
     ) -> Result<Option<std::sync::Arc<Vec<u8>>>> {
         if depth > MAX_CHAIN {
             return Ok(None);
         }
-        let key = (
-            std::os::unix::fs::MetadataExt::ino(&file.metadata()?),
-            offset,
-        );
+        let key = (pack.ino, offset);
         if let Some((_, data)) = self.bases.borrow().iter().find(|(k, _)| *k == key) {
             return Ok(Some(data.clone()));
         }
-        let Some(data) = self.rebuild_uncached(file, offset, depth)? else {
+        let Some(data) = self.rebuild_uncached(pack, offset, depth)? else {
             return Ok(None);
         };
         let data = std::sync::Arc::new(data);
@@ -656,7 +658,13 @@ impl Shadow {
         Ok(Some(data))
     }
 
-    fn rebuild_uncached(&self, file: &File, offset: u64, depth: usize) -> Result<Option<Vec<u8>>> {
+    fn rebuild_uncached(
+        &self,
+        pack: &PackFile,
+        offset: u64,
+        depth: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        let file = pack.file;
         let mut head = [0u8; 32];
         let n = read_at_most(file, &mut head, offset)?;
         let head = &head[..n];
@@ -685,7 +693,8 @@ impl Shadow {
                 let Some((base_file, _, base)) = self.find_packed(base_id)? else {
                     return Ok(None);
                 };
-                if !same_file(&base_file, file)? {
+                // Packs share their directory, so an inode names one.
+                if std::os::unix::fs::MetadataExt::ino(&base_file.metadata()?) != pack.ino {
                     return Ok(None);
                 }
                 (base, offset + (header_len + 20) as u64)
@@ -693,7 +702,7 @@ impl Shadow {
             other => bail!("entry of unknown type {other}"),
         };
         // The base first: a chain holds one delta in memory at a time.
-        let Some(base) = self.rebuild_entry(file, base_offset, depth + 1)? else {
+        let Some(base) = self.rebuild_entry(pack, base_offset, depth + 1)? else {
             return Ok(None);
         };
         if size > REBUILT_MAX {
@@ -1120,11 +1129,10 @@ fn inflate_exactly(file: &File, offset: u64, size: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Are two handles the same file (device and inode)?
-fn same_file(a: &File, b: &File) -> Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let (a, b) = (a.metadata()?, b.metadata()?);
-    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+/// A pack file being read for a delta chain, with its inode (the chain's cache key).
+struct PackFile<'a> {
+    file: &'a File,
+    ino: u64,
 }
 
 /// A pack entry's type code, inflated size and header length.
